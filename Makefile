@@ -1,0 +1,33 @@
+# Two commands for users: `make repro` (full reproduction) and `make test` (the test suite).
+# Both create .venv from the pinned versions in requirements.lock when it is missing or stale.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: repro test venv clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mimic-bench needs Python 3.11 or newer (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+repro: $(STAMP)
+	$(BIN)/dvc pull data.dvc
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	@echo
+	@echo "Done. Results:"
+	@echo "  metrics:   reports/metrics/*.json   ($(BIN)/dvc metrics show)"
+	@echo "  artifacts: data/prepared/, data/registered/, data/rollouts/ (DVC cache)"
+	@echo "  summary:   reports/"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean-venv:
+	rm -rf $(VENV)
