@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import os
 import tempfile
 from pathlib import Path
@@ -47,3 +48,47 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     _check_finite(obj)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside `path`; on success it replaces `path` whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_h5(path: str | os.PathLike, datasets: dict[str, Any], attrs: dict[str, Any] | None = None) -> None:
+    """Write an HDF5 file atomically and deterministically (no timestamps), refusing non-finite floats.
+
+    Arrays whose name is listed in attrs['nan_allowed'] (a list) may hold NaN: there NaN means missing.
+    """
+    import h5py
+    import numpy as np
+
+    attrs = dict(attrs or {})
+    nan_ok = set(attrs.get("nan_allowed", []))
+    for k, v in datasets.items():
+        a = np.asarray(v)
+        if a.dtype.kind == "f":
+            bad = ~np.isfinite(a) if k not in nan_ok else np.isinf(a)
+            if bad.any():
+                raise ValueError(f"refusing to write non-finite values into '{k}' of {path}")
+    with atomic_path(path, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            for k, v in attrs.items():
+                f.attrs[k] = v
+            for k, v in datasets.items():
+                f.create_dataset(k, data=v, track_times=False)

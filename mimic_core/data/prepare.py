@@ -1,0 +1,155 @@
+"""The `prepare` stage: raw keypoints and EMG -> prepared arrays, plus their metrics.
+
+Keypoints: loaded in their declared format and units, converted to metres, put in the
+model's keypoint order, cut to the clip window, missing points masked.
+EMG: envelope epochs (see `mimic_core.data.emg`). On the synthetic twin the prepared
+envelopes are scored against the true activations of the muscles they record.
+"""
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import h5py
+import numpy as np
+
+from mimic_core.data import emg as emg_proc
+from mimic_core.data import loaders
+from mimic_core.errors import DataError, ParamsError
+from mimic_core.io import atomic_dir, write_h5, write_json
+
+
+@dataclass(frozen=True)
+class PreparedKeypoints:
+    clip_names: list[str]
+    names: tuple[str, ...]
+    keypoints: np.ndarray   # (clips, frames, K, 3) m, NaN where missing
+    valid: np.ndarray       # (clips, frames, K) bool
+    fps: float
+
+
+def find_files(pattern: str, what: str) -> list[Path]:
+    """Files matching a params glob, sorted; none is an error naming the pattern."""
+    files = sorted(Path(p) for p in glob.glob(pattern))
+    if not files:
+        raise DataError(pattern, what, "no files match this pattern (set it in params.yaml)")
+    return files
+
+
+def select_keypoints(kd: loaders.KeypointData, wanted: tuple[str, ...]) -> np.ndarray:
+    """Columns of `kd` in the order of `wanted`; a missing name is an error naming the file."""
+    missing = [n for n in wanted if n not in kd.names]
+    if missing:
+        raise DataError(kd.source, "names", f"keypoints {missing} of the keypoint map are not in the file; "
+                        f"it has {list(kd.names)}")
+    return kd.keypoints[:, [kd.names.index(n) for n in wanted]]
+
+
+def cut_clip(x: np.ndarray, start: int, n: int, source: str) -> np.ndarray:
+    if start < 0 or n <= 0:
+        raise ParamsError(f"prepare.clip: start_frame must be >= 0 and n_frames > 0 (got {start}, {n})")
+    if x.shape[0] < start + n:
+        raise DataError(source, "frames", f"has {x.shape[0]} frames; the clip window needs {start + n} "
+                        f"(prepare.clip.start_frame={start}, n_frames={n})")
+    return x[start:start + n]
+
+
+def prepare_keypoints(files: list[Path], kp_cfg: Mapping[str, Any], keypoint_names: tuple[str, ...],
+                      clip_cfg: Mapping[str, Any]) -> PreparedKeypoints:
+    """Load, convert and cut every keypoint file."""
+    start, n = int(clip_cfg["start_frame"]), int(clip_cfg["n_frames"])
+    clips, arrays, fps = [], [], None
+    for path in files:
+        kd = loaders.load_keypoints(path, kp_cfg.get("format"), units=kp_cfg["units"], fps=kp_cfg["fps"])
+        x = cut_clip(select_keypoints(kd, keypoint_names), start, n, kd.source)
+        finite = np.isfinite(x).all(-1)
+        if not finite.any():
+            raise DataError(kd.source, "keypoints", f"every keypoint is missing (NaN) in the clip window "
+                            f"frames {start}-{start + n - 1}")
+        if fps is not None and kd.fps != fps:
+            raise DataError(kd.source, "fps", f"frame rate {kd.fps} differs from the other clips' {fps}")
+        fps = kd.fps
+        clips.append(path.stem)
+        arrays.append(np.where(finite[..., None], x, np.nan))
+    kp = np.stack(arrays)
+    return PreparedKeypoints(clips, keypoint_names, kp, np.isfinite(kp).all(-1), float(fps))
+
+
+def envelope_truth_r(envelopes: np.ndarray, clip_names: list[str], onsets_s: list[float], truth_dir: Path,
+                     channel_muscles: list[str], emg_cfg: Mapping[str, Any]) -> dict[str, float]:
+    """Pearson r, pooled over all epochs, between each prepared envelope and its muscle's true activation."""
+    n = envelopes.shape[1]
+    truth = []
+    for clip, onset in zip(clip_names, onsets_s):
+        path = truth_dir / f"{clip}.h5"
+        try:
+            with h5py.File(path, "r") as f:
+                act = f["activation"][()]
+                names = [s.decode() for s in f["muscle_names"][()]]
+                fps = float(f.attrs["fps"])
+        except (OSError, KeyError) as e:
+            raise DataError(path, "activation", f"cannot read the twin's ground truth: {e}") from e
+        if not np.isclose(fps, float(emg_cfg["fps"])):
+            raise DataError(path, "fps", f"truth at {fps} Hz, envelopes at {emg_cfg['fps']} Hz")
+        s0 = int(round(onset * fps))
+        truth.append(act[s0:s0 + n][:, [names.index(m) for m in channel_muscles]])
+    truth = np.stack(truth)
+    return {m: float(np.corrcoef(envelopes[..., c].ravel(), truth[..., c].ravel())[0, 1])
+            for c, m in enumerate(channel_muscles)}
+
+
+def run_prepare(params: Mapping[str, Any], out_dir: str | Path, metrics_path: str | Path) -> dict:
+    """The whole stage: writes `out_dir`/keypoints.h5 (and emg.h5) and the metrics JSON; returns the metrics."""
+    data = params["data"]
+    label = data["label"]
+    kp_names = tuple(params["model"]["keypoint_map"])
+    kp = prepare_keypoints(find_files(data["keypoints"]["glob"], "data.keypoints.glob"), data["keypoints"],
+                           kp_names, params["prepare"]["clip"])
+    metrics: dict[str, Any] = {
+        "data": label,
+        "n_clips": len(kp.clip_names),
+        "n_frames": int(kp.keypoints.shape[1]),
+        "fps": kp.fps,
+        "keypoints": {"names": list(kp_names),
+                      "missing_fraction": float(1.0 - kp.valid.mean())},
+    }
+    emg_out = None
+    if data.get("emg", {}).get("glob"):
+        emg_cfg = params["prepare"]["emg"]
+        by_stem = {p.stem: p for p in find_files(data["emg"]["glob"], "data.emg.glob")}
+        missing = [c for c in kp.clip_names if c not in by_stem]
+        if missing:
+            raise DataError(data["emg"]["glob"], "clips", f"no EMG file for clips {missing}")
+        trials = [loaders.load_twin_emg_h5(by_stem[c]) for c in kp.clip_names]
+        env, scale = emg_proc.prepare_emg(trials, emg_cfg)
+        channels = list(trials[0].channels)
+        onsets = [t.onset_s for t in trials]
+        emg_out = (env, channels, onsets, scale)
+        metrics["emg"] = {"channels": channels, "epoch_frames": int(env.shape[1]),
+                          "scale_uv": dict(zip(channels, map(float, scale)))}
+        if data.get("truth_dir"):
+            muscles = [params["model"]["emg_muscles"][c] for c in channels]
+            r = envelope_truth_r(env, kp.clip_names, onsets, Path(data["truth_dir"]), muscles, emg_cfg)
+            metrics["emg"]["envelope_vs_true_activation_r"] = {c: r[m] for c, m in zip(channels, muscles)}
+    with atomic_dir(out_dir) as tmp:
+        write_h5(tmp / "keypoints.h5", {
+            "keypoints": kp.keypoints.astype(np.float32),
+            "valid": kp.valid,
+            "clip_names": np.array(kp.clip_names, dtype="S"),
+            "kp_names": np.array(kp.names, dtype="S"),
+        }, {"data": label, "fps": kp.fps, "units": "m", "nan_allowed": ["keypoints"],
+            "missing": "keypoints are NaN where valid is False"})
+        if emg_out is not None:
+            env, channels, onsets, scale = emg_out
+            write_h5(tmp / "emg.h5", {
+                "envelope": env.astype(np.float32),
+                "channels": np.array(channels, dtype="S"),
+                "clip_names": np.array(kp.clip_names, dtype="S"),
+                "onset_s": np.array(onsets),
+                "scale_uv": scale,
+            }, {"data": label, "fps": float(params["prepare"]["emg"]["fps"]),
+                "epoch_s": float(params["prepare"]["emg"]["epoch_s"])})
+    write_json(metrics_path, metrics)
+    return metrics

@@ -1,0 +1,124 @@
+"""The `prepare` stage on a small twin: outputs, metrics, and clear errors on bad input."""
+import copy
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from bench.cli import main
+from mimic_core.data import loaders
+from mimic_core.data.prepare import run_prepare
+from mimic_core.data.twin import make_twin
+from mimic_core.errors import DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def small_twin(tmp_path_factory):
+    out = tmp_path_factory.mktemp("twin")
+    cfg = dict(PARAMS["twin"], n_trials=6)
+    make_twin(out, seed=7, twin_cfg=cfg, model_xml=PARAMS["model"]["xml"],
+              keypoint_map=PARAMS["model"]["keypoint_map"], emg_muscles=PARAMS["model"]["emg_muscles"])
+    return out
+
+
+def params_for(twin_dir: Path) -> dict:
+    p = copy.deepcopy(PARAMS)
+    p["data"]["keypoints"]["glob"] = str(twin_dir / "pose-3d" / "*.csv")
+    p["data"]["emg"]["glob"] = str(twin_dir / "emg" / "*.h5")
+    p["data"]["truth_dir"] = str(twin_dir / "truth")
+    return p
+
+
+def test_prepare_writes_labelled_outputs_and_metrics(small_twin, tmp_path):
+    out, metrics_path = tmp_path / "prepared", tmp_path / "metrics.json"
+    metrics = run_prepare(params_for(small_twin), out, metrics_path)
+    assert json.loads(metrics_path.read_text()) == metrics
+    assert metrics["data"] == "synthetic" and metrics["n_clips"] == 6
+    with h5py.File(out / "keypoints.h5") as f:
+        kp, valid = f["keypoints"][()], f["valid"][()]
+        assert f.attrs["data"] == "synthetic" and f.attrs["units"] == "m"
+        assert kp.shape == (6, PARAMS["prepare"]["clip"]["n_frames"], 3, 3)
+        np.testing.assert_array_equal(np.isfinite(kp).all(-1), valid)
+        # Metres: a mouse forelimb spans millimetres, not metres or micrometres.
+        assert 1e-3 < np.nanmax(np.abs(kp)) < 2e-2
+    with h5py.File(out / "emg.h5") as f:
+        env = f["envelope"][()]
+        assert env.shape == (6, 60, 2) and np.all(np.isfinite(env))
+    r = metrics["emg"]["envelope_vs_true_activation_r"]
+    assert set(r) == {"biceps", "triceps"} and all(v > 0.7 for v in r.values())
+
+
+def test_keypoints_in_metres_match_truth_within_noise(small_twin, tmp_path):
+    run_prepare(params_for(small_twin), tmp_path / "p", tmp_path / "m.json")
+    with h5py.File(tmp_path / "p" / "keypoints.h5") as f:
+        kp = f["keypoints"][()]
+    with h5py.File(small_twin / "truth" / "trial01.h5") as f:
+        clean = f["keypoints_clean"][()]
+    err = np.nanstd(kp[0] - clean)
+    assert err == pytest.approx(PARAMS["twin"]["keypoint_noise_mm"] * 1e-3, rel=0.3)
+
+
+def _copy_twin(src: Path, dst: Path) -> Path:
+    import shutil
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_keypoint_names_missing_from_the_map(small_twin, tmp_path):
+    p = params_for(small_twin)
+    p["model"]["keypoint_map"] = {"Shoulder": "scapula", "Paw": "wrist_body"}
+    with pytest.raises(DataError, match=r"trial01\.csv.*'names'.*Paw"):
+        run_prepare(p, tmp_path / "out", tmp_path / "m.json")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_all_nan_clip_is_an_error_and_nothing_is_half_written(small_twin, tmp_path):
+    twin = _copy_twin(small_twin, tmp_path / "twin")
+    csv = twin / "pose-3d" / "trial03.csv"
+    df = pd.read_csv(csv)
+    df[[c for c in df.columns if c[-2:] in ("_x", "_y", "_z")]] = np.nan
+    df.to_csv(csv, index=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("previous run")
+    with pytest.raises(DataError, match=r"trial03\.csv.*keypoints"):
+        run_prepare(params_for(twin), out, tmp_path / "m.json")
+    assert [p.name for p in out.iterdir()] == ["old.txt"]  # the previous output is untouched
+    assert not list(tmp_path.glob(".out.*"))  # no temp folder left behind
+
+
+def test_emg_below_nyquist_of_the_band_pass(small_twin, tmp_path):
+    twin = _copy_twin(small_twin, tmp_path / "twin")
+    e = loaders.load_twin_emg_h5(twin / "emg" / "trial02.h5")
+    loaders.write_twin_emg_h5(twin / "emg" / "trial02.h5", e.signals[::20], e.channels, e.fs / 20, onset_s=e.onset_s)
+    with pytest.raises(DataError, match=r"trial02\.h5.*'fs'"):
+        run_prepare(params_for(twin), tmp_path / "out", tmp_path / "m.json")
+
+
+def test_clip_window_longer_than_the_data(small_twin, tmp_path):
+    p = params_for(small_twin)
+    p["prepare"]["clip"]["n_frames"] = 500
+    with pytest.raises(DataError, match=r"trial01\.csv.*'frames'"):
+        run_prepare(p, tmp_path / "out", tmp_path / "m.json")
+
+
+def test_cli_reports_bad_input_clearly(small_twin, tmp_path):
+    p = params_for(small_twin)
+    p["data"]["keypoints"]["glob"] = str(tmp_path / "nowhere" / "*.csv")
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(p))
+    res = CliRunner().invoke(main, ["prepare", "--params", str(pfile), "--out", str(tmp_path / "o"),
+                                    "--metrics", str(tmp_path / "m.json")])
+    assert res.exit_code == 1
+    assert "nowhere" in res.output and "data.keypoints.glob" in res.output
+    assert "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["prepare", "--params", str(tmp_path / "missing.yaml")])
+    assert res.exit_code == 1 and "missing.yaml" in res.output
