@@ -357,6 +357,14 @@ def test_unreadable_file(tmp_path, which):
         path.chmod(0o600)
 
 
+@pytest.mark.parametrize("which", KP_LOADERS)
+def test_unreadable_file_simulated(tmp_path, monkeypatch, which):
+    """The same check where the tests run as root (which reads any file): fake the access test."""
+    path = write_stac(tmp_path / "locked.h5", clip())
+    monkeypatch.setattr(loaders.os, "access", lambda p, mode: False)
+    raises(lambda: KP_LOADERS[which](path), path, None, "permission")
+
+
 @pytest.mark.parametrize("which", ["stac_h5", "sleap_anipose_h5", "emg"])
 def test_not_hdf5(tmp_path, which):
     path = tmp_path / "fake.h5"
@@ -934,3 +942,16 @@ def test_units_table():
     assert UNITS == {"m": 1.0, "cm": 1e-2, "mm": 1e-3}
     assert set(FORMATS) == {"stac_h5", "sleap_anipose_h5", "anipose_csv"}
     assert loaders.EMG_UNITS == "uV"
+
+
+def test_structures_check_themselves():
+    kd = KeypointData(np.zeros((2, 1, 3)), ("a",), 200, "made.h5")
+    assert kd.fps == 200.0 and isinstance(kd.fps, float)
+    with pytest.raises(DataError, match="made.h5"):
+        KeypointData(np.zeros((2, 2, 3)), ("a",), 200.0, "made.h5")
+    with pytest.raises(DataError, match="fps"):
+        KeypointData(np.zeros((2, 1, 3)), ("a",), 0.0, "made.h5")
+    with pytest.raises(DataError, match="signals"):
+        EmgData(np.zeros((5,)), ("a",), 100.0, None, "made.h5")
+    with pytest.raises(DataError, match="path"):
+        write_anipose_csv(None, clip(), NAMES)

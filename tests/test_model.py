@@ -360,8 +360,12 @@ def test_mjx_matches_mujoco_c_on_a_short_rollout(model):
     width as a flat impedance 0.5*(0.99+0.9999) = 0.99495 (getimpedance: solimp[2] <= mjMINVAL);
     MJX 3.17 clamps the width to mjMINVAL and uses dmax = 0.9999 for any violation. So once a limit
     is hit the two differ by design (measured ~4.4e-4 rad after 0.1 s, the same in float32 and
-    float64). With a tiny positive width (1e-9) both take dmax and agree again to ~1e-15,
-    which this test checks so that the explanation stays true.
+    float64; with the Newton solver at tolerance 1e-15 it is still 4.4e-4, so it is the impedance,
+    not the solver). With a tiny positive width (1e-9) both take dmax: a single mj_forward at a
+    violated limit then agrees to 5e-12 in qacc, and the rollout to 2.9e-5 rad; that remainder is
+    where the two CG implementations stop (30 iterations, tolerance 1e-8, different line searches
+    and warm starts at a stiff limit). Newton at tolerance 1e-15 brings it to 6e-16, measured
+    outside this test, as another solver means another compile.
     """
     jax = pytest.importorskip("jax")
     mjx = pytest.importorskip("mujoco.mjx")
@@ -418,9 +422,11 @@ def test_mjx_matches_mujoco_c_on_a_short_rollout(model):
     print(f"\nMJX(x64) vs C max |qpos diff|: mid-range {err_mid:.3g} rad, at limits {err_lim:.3g} rad "
           f"(solimp width 0), at limits {err_lim_w:.3g} rad (width 1e-9)")
     assert err_mid < 1e-10
-    assert err_lim_w < 1e-10
-    # the zero-width difference is real but small: well under a degree
+    # at the limits: a known, small difference (well under a degree), mostly the zero width ...
     assert err_lim < 2e-3
+    # ... as a positive width removes most of it; the rest is where the two CG solvers stop
+    assert err_lim_w < 1e-4
+    assert err_lim_w < err_lim / 5
 
 
 # ---------------------------------------------------------------------------------------------

@@ -62,8 +62,7 @@ class KeypointData:
         if kp.shape[0] == 0 or kp.shape[1] == 0 or kp.shape[1] != len(names):
             raise DataError(self.source, "keypoints",
                             f"shape {kp.shape} does not fit {len(names)} names and at least one frame")
-        if not (isinstance(self.fps, float) and math.isfinite(self.fps) and self.fps > 0):
-            raise DataError(self.source, "fps", f"must be a positive finite float, got {self.fps!r}")
+        object.__setattr__(self, "fps", _check_rate(self.source, "fps", self.fps))
         # Frozen means frozen: hand out a read-only view so no caller edits a shared clip in place.
         view = kp.view()
         view.flags.writeable = False
@@ -87,6 +86,7 @@ class EmgData:
         if sig.shape[0] == 0 or sig.shape[1] == 0 or sig.shape[1] != len(self.channels):
             raise DataError(self.source, "signals",
                             f"shape {sig.shape} does not fit {len(self.channels)} channels and at least one sample")
+        object.__setattr__(self, "fs", _check_rate(self.source, "fs", self.fs))
         view = sig.view()
         view.flags.writeable = False
         object.__setattr__(self, "signals", view)
@@ -100,6 +100,13 @@ def _path_str(path: Any) -> str | None:
         return os.fsdecode(os.fspath(path))
     except TypeError:
         return None
+
+
+def _writable_path(path: Any) -> str:
+    p = _path_str(path)
+    if p is None:
+        raise DataError(None, "path", f"not a file path: {path!r}")
+    return p
 
 
 def _existing_file(path: Any) -> str:
@@ -486,7 +493,7 @@ def _check_onset(path: str | None, value: Any, n_samples: int, fs: float) -> flo
 def write_twin_emg_h5(path: str | os.PathLike, signals_uv: Any, channels: Sequence[str], fs: float, *,
                       onset_s: float | None = None, label: str = "synthetic") -> None:
     """Write EMG (microvolts) atomically as float32; byte-for-byte deterministic for the same input."""
-    p = _path_str(path)
+    p = _writable_path(path)
     sig = _real_array(p, "signals_uv", signals_uv)
     if sig.ndim != 2 or sig.shape[0] == 0 or sig.shape[1] == 0:
         raise DataError(p, "signals_uv", f"expected a non-empty 2-D (samples, channels) array, got shape {sig.shape}")
@@ -523,7 +530,7 @@ def write_anipose_csv(path: str | os.PathLike, keypoints_m: Any, names: Sequence
     writes NaN. Defaults for the extras describe a clean two-camera triangulation (error 0,
     ncams 2, score 1), NaN where the point is missing, as anipose leaves them.
     """
-    p = _path_str(path)
+    p = _writable_path(path)
     scale = _check_units(p, units)
     kp = _real_array(p, "keypoints_m", keypoints_m)
     if kp.ndim != 3 or kp.shape[2] != 3:
