@@ -22,9 +22,8 @@ repro: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo
 	@echo "Done. Results:"
-	@echo "  metrics:   reports/metrics/*.json   ($(BIN)/dvc metrics show)"
-	@echo "  artifacts: data/prepared/, data/registered/, data/rollouts/ (DVC cache)"
-	@echo "  summary:   reports/"
+	@echo "  metrics:   $$(ls reports/metrics/*.json | tr '\n' ' ')  (see: $(BIN)/dvc metrics show)"
+	@echo "  artifacts: $$(ls -d data/*/ | grep -v data/raw/ | tr '\n' ' ')  (DVC cache, not in git)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

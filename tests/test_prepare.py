@@ -122,3 +122,22 @@ def test_cli_reports_bad_input_clearly(small_twin, tmp_path):
     assert "Traceback" not in res.output
     res = CliRunner().invoke(main, ["prepare", "--params", str(tmp_path / "missing.yaml")])
     assert res.exit_code == 1 and "missing.yaml" in res.output
+
+
+def test_sleap_anipose_points3d_through_params(small_twin, tmp_path):
+    """A lab's SLEAP-Anipose files enter through the same stage: format, units and node names from params."""
+    folder = tmp_path / "sleap"
+    folder.mkdir()
+    for csv in sorted((small_twin / "pose-3d").glob("*.csv")):
+        kd = loaders.load_anipose_csv(csv, units="mm", fps=200)
+        with h5py.File(folder / f"{csv.stem}.h5", "w") as f:
+            # Node order differs from the keypoint map: prepare must reorder by name.
+            f.create_dataset("tracks", data=(kd.keypoints[:, None, ::-1] * 1000.0))
+    p = params_for(small_twin)
+    p["data"]["keypoints"].update(glob=str(folder / "*.h5"), format="sleap_anipose_h5", units="mm",
+                                  names=["Wrist", "Elbow", "Shoulder"])
+    run_prepare(p, tmp_path / "out", tmp_path / "m.json")
+    ref = run_prepare(params_for(small_twin), tmp_path / "ref", tmp_path / "r.json")
+    with h5py.File(tmp_path / "out" / "keypoints.h5") as a, h5py.File(tmp_path / "ref" / "keypoints.h5") as b:
+        np.testing.assert_allclose(a["keypoints"][()], b["keypoints"][()], atol=1e-9)
+    assert ref["n_clips"] == 6

@@ -62,7 +62,8 @@ def prepare_keypoints(files: list[Path], kp_cfg: Mapping[str, Any], keypoint_nam
     start, n = int(clip_cfg["start_frame"]), int(clip_cfg["n_frames"])
     clips, arrays, fps = [], [], None
     for path in files:
-        kd = loaders.load_keypoints(path, kp_cfg.get("format"), units=kp_cfg["units"], fps=kp_cfg["fps"])
+        kd = loaders.load_keypoints(path, kp_cfg.get("format"), units=kp_cfg["units"], fps=kp_cfg["fps"],
+                                    names=kp_cfg.get("names"))
         x = cut_clip(select_keypoints(kd, keypoint_names), start, n, kd.source)
         finite = np.isfinite(x).all(-1)
         if not finite.any():
