@@ -1,0 +1,206 @@
+"""The `register` stage: prepared keypoints -> one stac-mjx-schema HDF5 per clip, plus metrics.
+
+Checks the input (names, missing data), runs the JAX STAC solver on all clips at once,
+scores the result with MuJoCo's own kinematics (independent of the solver's), and writes
+what the original tools write: qpos, qvel, offsets, kp_data, kp_names, marker_sites, xpos,
+xquat, names_qpos, names_xpos, config.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import h5py
+import mujoco
+import numpy as np
+import yaml
+
+from mimic_core.errors import DataError
+from mimic_core.io import atomic_dir, write_h5, write_json
+from mimic_core.model import ForelimbModel, body_names, keypoint_positions
+from mimic_core.stac.solver import StacConfig, make_kinematics, make_register
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Registered clips: joint angles, offsets and the model's keypoint sites."""
+
+    clip_names: list[str]
+    kp_names: tuple[str, ...]
+    keypoints: np.ndarray   # (C, T, K, 3) m input, NaN = missing
+    qpos: np.ndarray        # (C, T, nq) rad
+    offsets: np.ndarray     # (C, K, 3) m, in each keypoint's body frame
+    sites: np.ndarray       # (C, T, K, 3) m, MuJoCo kinematics of qpos + offsets
+    fps: float
+
+    @property
+    def errors_mm(self) -> np.ndarray:
+        """(C, T, K) keypoint-to-site distance in mm, NaN where the keypoint is missing."""
+        return np.linalg.norm(self.sites - self.keypoints, axis=-1) * 1e3
+
+
+def check_clips(keypoints: np.ndarray, clip_names: Sequence[str], kp_names: Sequence[str], cfg: StacConfig,
+                source: str) -> np.ndarray:
+    """The finite mask (C, T, K); an unusable clip is an error that names it."""
+    valid = np.isfinite(keypoints).all(-1)
+    for c, name in enumerate(clip_names):
+        if not valid[c].any():
+            raise DataError(source, f"clip '{name}'", "every keypoint is missing (NaN): nothing to register")
+        full = int(valid[c].all(-1).sum())
+        if full < cfg.min_fit_frames:
+            raise DataError(source, f"clip '{name}'", f"only {full} frames have every keypoint; fitting offsets "
+                            f"needs at least stac.min_fit_frames={cfg.min_fit_frames}")
+        missing_kp = [n for n, ok in zip(kp_names, valid[c].any(0)) if not ok]
+        if missing_kp:
+            raise DataError(source, f"clip '{name}'", f"keypoint(s) {missing_kp} are missing in every frame")
+    return valid
+
+
+_REGISTRARS: dict = {}
+
+
+def _registrar(fm: ForelimbModel, cfg: StacConfig):
+    """One jitted solver per (model, keypoint bodies, settings), so repeated calls reuse its compilation."""
+    key = (id(fm.model), tuple(int(b) for b in fm.keypoint_body_ids), cfg)
+    if key not in _REGISTRARS:
+        _REGISTRARS[key] = (fm.model, make_register(make_kinematics(fm.model, fm.keypoint_body_ids), cfg))
+    return _REGISTRARS[key][1]
+
+
+def register_clips(fm: ForelimbModel, keypoints: np.ndarray, clip_names: Sequence[str], kp_names: Sequence[str],
+                   fps: float, cfg: StacConfig, offsets0_m: np.ndarray, source: str = "keypoints") -> Registration:
+    """Register clips (C, T, K, 3) in metres (NaN = missing) to the model."""
+    if tuple(kp_names) != tuple(fm.keypoint_names):
+        raise DataError(source, "kp_names", f"keypoints {list(kp_names)} do not match the keypoint map "
+                        f"{list(fm.keypoint_names)}")
+    valid = check_clips(keypoints, clip_names, kp_names, cfg, source)
+    offsets0 = np.asarray(offsets0_m, float)
+    if offsets0.shape != (len(kp_names), 3):
+        raise DataError("params.yaml", "stac.initial_offsets_mm", f"expected {len(kp_names)} x 3 values")
+    register = _registrar(fm, cfg)
+    qpos, offsets = register(np.where(valid[..., None], keypoints, 0.0), valid, offsets0)
+    qpos, offsets = np.asarray(qpos, np.float64), np.asarray(offsets, np.float64)
+    bad = [clip_names[c] for c in range(len(clip_names))
+           if not (np.isfinite(qpos[c]).all() and np.isfinite(offsets[c]).all())]
+    if bad:
+        raise DataError(source, "qpos", f"the solve diverged (non-finite result) for clips {bad}")
+    sites = np.stack([keypoint_positions(fm, qpos[c], offsets[c]) for c in range(len(clip_names))])
+    return Registration(list(clip_names), tuple(kp_names), keypoints, qpos, offsets, sites, float(fps))
+
+
+def write_registered_h5(path: Path, reg: Registration, c: int, fm: ForelimbModel, config: Mapping[str, Any],
+                        label: str) -> None:
+    """One clip in the stac-mjx schema (the format of the real clips), float32 like the original."""
+    m = fm.model
+    d = mujoco.MjData(m)
+    T = reg.qpos.shape[1]
+    xpos = np.zeros((T, m.nbody, 3))
+    xquat = np.zeros((T, m.nbody, 4))
+    for t in range(T):
+        d.qpos[:] = reg.qpos[c, t]
+        mujoco.mj_kinematics(m, d)
+        xpos[t], xquat[t] = d.xpos, d.xquat
+    qvel = np.gradient(reg.qpos[c], 1.0 / reg.fps, axis=0)
+    f32 = np.float32
+    write_h5(path, {
+        "qpos": reg.qpos[c].astype(f32),
+        "qvel": qvel.astype(f32),
+        "offsets": reg.offsets[c].astype(f32),
+        "kp_data": reg.keypoints[c].reshape(T, -1).astype(f32),
+        "kp_names": np.array(reg.kp_names, dtype="S"),
+        "marker_sites": reg.sites[c].astype(f32),
+        "xpos": xpos.astype(f32),
+        "xquat": xquat.astype(f32),
+        "names_qpos": np.array(fm.joint_names, dtype="S"),
+        "names_xpos": np.array(body_names(m), dtype="S"),
+        "config": np.array(yaml.safe_dump(dict(config), sort_keys=True).encode()),
+    }, {"data": label, "fps": reg.fps, "nan_allowed": ["kp_data"],
+        "missing": "kp_data is NaN where the keypoint was not measured"})
+
+
+def _summary(e: np.ndarray) -> dict[str, float]:
+    e = e[np.isfinite(e)]
+    return {"mean": float(e.mean()), "median": float(np.median(e)), "p95": float(np.percentile(e, 95))}
+
+
+def registration_metrics(reg: Registration, label: str, joint_names: Sequence[str],
+                         truth_dir: Path | None = None) -> dict:
+    """Keypoint error (mm) overall, per keypoint and per clip; on the twin also the error against truth."""
+    e = reg.errors_mm
+    out: dict[str, Any] = {
+        "data": label,
+        "n_clips": len(reg.clip_names),
+        "keypoint_error_mm": {
+            **_summary(e),
+            "per_keypoint": {k: float(np.nanmean(e[..., i])) for i, k in enumerate(reg.kp_names)},
+            "per_clip": {c: float(np.nanmean(e[i])) for i, c in enumerate(reg.clip_names)},
+        },
+    }
+    if truth_dir:
+        dq, doff = [], []
+        for i, clip in enumerate(reg.clip_names):
+            path = Path(truth_dir) / f"{clip}.h5"
+            try:
+                with h5py.File(path, "r") as f:
+                    q_true, off_true = f["qpos"][()], f["offsets"][()]
+            except (OSError, KeyError) as err:
+                raise DataError(path, "qpos", f"cannot read the twin's ground truth: {err}") from err
+            dq.append(reg.qpos[i] - q_true)
+            doff.append(np.linalg.norm(reg.offsets[i] - off_true, axis=-1) * 1e3)
+        dq = np.concatenate(dq)
+        out["truth"] = {
+            "joint_rmse_deg": float(np.degrees(np.sqrt(np.mean(dq ** 2)))),
+            "joint_rmse_deg_per_joint": {name: float(np.degrees(np.sqrt(np.mean(dq[:, j] ** 2))))
+                                         for j, name in enumerate(joint_names)},
+            "offset_error_mm": float(np.mean(doff)),
+            "offset_error_mm_per_keypoint": {k: float(np.mean(np.stack(doff)[:, i]))
+                                             for i, k in enumerate(reg.kp_names)},
+        }
+    return out
+
+
+def load_prepared(path: Path):
+    """Prepared keypoints: (clips, T, K, 3) m, clip names, keypoint names, fps, label."""
+    try:
+        with h5py.File(path, "r") as f:
+            return (f["keypoints"][()].astype(np.float64), [s.decode() for s in f["clip_names"][()]],
+                    tuple(s.decode() for s in f["kp_names"][()]), float(f.attrs["fps"]), str(f.attrs["data"]))
+    except (OSError, KeyError) as e:
+        raise DataError(path, None, f"cannot read prepared keypoints: {e}") from e
+
+
+def stac_settings(params: Mapping[str, Any]) -> tuple[StacConfig, np.ndarray]:
+    p = params.get("stac", {})
+    return StacConfig.from_params(p), np.asarray(p["initial_offsets_mm"], float) * 1e-3
+
+
+def run_register(params: Mapping[str, Any], prepared: Path, out_dir: Path, metrics_path: Path) -> dict:
+    """The whole stage."""
+    from mimic_core.model import load_forelimb
+
+    fm = load_forelimb(params["model"]["xml"], params["model"]["keypoint_map"])
+    kp, clips, kp_names, fps, label = load_prepared(Path(prepared))
+    cfg, off0 = stac_settings(params)
+    reg = register_clips(fm, kp, clips, kp_names, fps, cfg, off0, source=str(prepared))
+    truth = params["data"].get("truth_dir") or None
+    metrics = registration_metrics(reg, label, fm.joint_names, Path(truth) if truth else None)
+    write_registrations(out_dir, reg, fm, params, label)
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def write_registrations(out_dir: Path, reg: Registration, fm: ForelimbModel, params: Mapping[str, Any],
+                        label: str) -> None:
+    """One HDF5 per clip into `out_dir`, replaced whole; each records the settings it was made with."""
+    config = {"model": Path(fm.xml).name, "keypoint_map": _keypoint_map(fm),
+              "stac": dict(params.get("stac", {}))}
+    with atomic_dir(out_dir) as tmp:
+        for c, clip in enumerate(reg.clip_names):
+            write_registered_h5(tmp / f"{clip}.h5", reg, c, fm, config, label)
+
+
+def _keypoint_map(fm: ForelimbModel) -> dict[str, str]:
+    """The keypoint map in use: the model's keypoints with their bodies' names."""
+    names = body_names(fm.model)
+    return {k: names[b] for k, b in zip(fm.keypoint_names, fm.keypoint_body_ids)}
