@@ -133,6 +133,22 @@ def test_register_twin_clips_recovers_the_truth(fm, twin_clips, registered):
     assert np.all(reg.qpos >= lo - 1e-6) and np.all(reg.qpos <= hi + 1e-6)
 
 
+def test_ik_is_as_good_as_the_noise_allows(fm, kin, twin_clips):
+    """Given the true offsets, the joint error is at the Cramer-Rao bound of the keypoint noise."""
+    import dataclasses
+
+    cfg = dataclasses.replace(CFG, n_iters=0)
+    y = np.stack([t.keypoints for t in twin_clips])
+    mask = np.isfinite(y).all(-1)
+    qs, _ = make_register(kin, cfg)(np.nan_to_num(y), mask, np.stack([t.offsets for t in twin_clips]))
+    q_true = np.stack([t.qpos for t in twin_clips])
+    sigma = PARAMS["twin"]["keypoint_noise_mm"] * 1e-3
+    bound = np.concatenate([stage.cramer_rao_joint_var(fm, t.qpos, t.offsets, sigma) for t in twin_clips])
+    rmse = np.sqrt(np.mean((np.asarray(qs) - q_true) ** 2))
+    # Joint limits clip some noise, so an estimate may sit a little below the unconstrained bound.
+    assert 0.7 * np.sqrt(bound.mean()) < rmse < 1.2 * np.sqrt(bound.mean())
+
+
 def test_register_is_deterministic(fm, twin_clips, registered):
     y = np.stack([t.keypoints for t in twin_clips])
     again = stage.register_clips(fm, y, ["a", "b", "c"], fm.keypoint_names, 200.0, CFG, OFF0)

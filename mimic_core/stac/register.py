@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import json
+
 import h5py
+import jax
+import jax.numpy as jnp
 import mujoco
 import numpy as np
 import yaml
@@ -19,7 +23,7 @@ import yaml
 from mimic_core.errors import DataError
 from mimic_core.io import atomic_dir, write_h5, write_json
 from mimic_core.model import ForelimbModel, body_names, keypoint_positions
-from mimic_core.stac.solver import StacConfig, make_kinematics, make_register
+from mimic_core.stac.solver import StacConfig, make_kinematics, make_register, sites
 
 
 @dataclass(frozen=True)
@@ -124,8 +128,38 @@ def _summary(e: np.ndarray) -> dict[str, float]:
     return {"mean": float(e.mean()), "median": float(np.median(e)), "p95": float(np.percentile(e, 95))}
 
 
+def cramer_rao_joint_var(fm: ForelimbModel, qpos: np.ndarray, offsets_m: np.ndarray, sigma_m: float) -> np.ndarray:
+    """Per-frame Cramer-Rao lower bound (T, nq) on the joint-angle variance (rad^2), offsets known.
+
+    With isotropic keypoint noise sigma, any unbiased estimate of a frame's angles has
+    cov >= sigma^2 (J^T J)^-1, J the Jacobian of the keypoint sites at the true angles. Knowing
+    the offsets can only help, so this also bounds STAC, which estimates them.
+    """
+    kin = make_kinematics(fm.model, fm.keypoint_body_ids)
+    jac = jax.jit(jax.vmap(jax.jacfwd(lambda q, o: sites(kin, q, o).ravel()), in_axes=(0, None)))
+    J = np.asarray(jac(jnp.asarray(qpos, jnp.float32), jnp.asarray(np.asarray(offsets_m) * 1e3, jnp.float32)),
+                   np.float64)
+    return np.stack([np.diag(np.linalg.pinv(j.T @ j)) for j in J]) * (sigma_m * 1e3) ** 2
+
+
+def cramer_rao_joint_rmse_deg(fm: ForelimbModel, truth_dir: Path, clips: Sequence[str]) -> dict | None:
+    """The lowest joint RMSE any unbiased per-frame estimator can reach on the twin; sigma from its manifest."""
+    manifest = truth_dir.parent / "manifest.json"
+    try:
+        sigma_mm = float(json.loads(manifest.read_text())["params"]["keypoint_noise_mm"])
+    except (OSError, KeyError, ValueError):
+        return None
+    var = []
+    for clip in clips:
+        with h5py.File(truth_dir / f"{clip}.h5", "r") as f:
+            var.append(cramer_rao_joint_var(fm, f["qpos"][()], f["offsets"][()], sigma_mm * 1e-3))
+    rmse = np.degrees(np.sqrt(np.mean(np.concatenate(var), axis=0)))
+    return {"all": float(np.sqrt(np.mean(rmse ** 2))), **dict(zip(fm.joint_names, map(float, rmse))),
+            "keypoint_noise_mm": sigma_mm}
+
+
 def registration_metrics(reg: Registration, label: str, joint_names: Sequence[str],
-                         truth_dir: Path | None = None) -> dict:
+                         truth_dir: Path | None = None, fm: ForelimbModel | None = None) -> dict:
     """Keypoint error (mm) overall, per keypoint and per clip; on the twin also the error against truth."""
     e = reg.errors_mm
     out: dict[str, Any] = {
@@ -149,6 +183,7 @@ def registration_metrics(reg: Registration, label: str, joint_names: Sequence[st
             dq.append(reg.qpos[i] - q_true)
             doff.append(np.linalg.norm(reg.offsets[i] - off_true, axis=-1) * 1e3)
         dq = np.concatenate(dq)
+        bound = cramer_rao_joint_rmse_deg(fm, Path(truth_dir), reg.clip_names) if fm is not None else None
         out["truth"] = {
             "joint_rmse_deg": float(np.degrees(np.sqrt(np.mean(dq ** 2)))),
             "joint_rmse_deg_per_joint": {name: float(np.degrees(np.sqrt(np.mean(dq[:, j] ** 2))))
@@ -157,6 +192,8 @@ def registration_metrics(reg: Registration, label: str, joint_names: Sequence[st
             "offset_error_mm_per_keypoint": {k: float(np.mean(np.stack(doff)[:, i]))
                                              for i, k in enumerate(reg.kp_names)},
         }
+        if bound is not None:
+            out["truth"]["joint_rmse_deg_cramer_rao_bound"] = bound
     return out
 
 
@@ -184,7 +221,7 @@ def run_register(params: Mapping[str, Any], prepared: Path, out_dir: Path, metri
     cfg, off0 = stac_settings(params)
     reg = register_clips(fm, kp, clips, kp_names, fps, cfg, off0, source=str(prepared))
     truth = params["data"].get("truth_dir") or None
-    metrics = registration_metrics(reg, label, fm.joint_names, Path(truth) if truth else None)
+    metrics = registration_metrics(reg, label, fm.joint_names, Path(truth) if truth else None, fm)
     write_registrations(out_dir, reg, fm, params, label)
     write_json(metrics_path, metrics)
     return metrics
