@@ -214,3 +214,8 @@ def register_clips_cmd(pattern, fmt, units, fps, label, out_dir, metrics_path, p
     e = metrics["keypoint_error_mm"]
     per = ", ".join(f"{k} {v:.3f}" for k, v in e["per_keypoint"].items())
     click.echo(f"registered {len(clips)} clips ({label}): mean {e['mean']:.3f} mm, median {e['median']:.3f} mm ({per})")
+
+
+from bench.stac_bench import stac_bench_cmd  # noqa: E402  (registered here; its heavy imports are lazy)
+
+main.add_command(stac_bench_cmd)

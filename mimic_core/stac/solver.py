@@ -33,6 +33,7 @@ class StacConfig:
     n_iters: int = 3               # alternations of (a) IK and (b) offsets
     lm_max_iters: int = 100        # Levenberg-Marquardt iterations per frame and pass
     lm_tol: float = 1e-6           # stop when the largest step (rad) is below this
+    lm_ftol: float = 1e-7          # ... or when an accepted step lowers the cost by less than this share
     lm_damping: float = 1e-3       # initial LM damping (relative to diag(J^T J))
     offset_reg: float = 1.0        # penalty toward the initial offsets, in frame-equivalents
     min_fit_frames: int = 10       # frames with every keypoint present needed to fit offsets
@@ -141,12 +142,12 @@ def ik_frame(kin: Kinematics, q0: jnp.ndarray, y: jnp.ndarray, mask: jnp.ndarray
         r_new = res(q_new)
         cost_new = r_new @ r_new
         better = cost_new < cost
-        q_next = jnp.where(better, q_new, q)
-        step = jnp.max(jnp.abs(q_new - q))
-        mu_next = jnp.where(better, mu * 0.3, mu * 10.0)
-        # A rejected step with an enormous damping means no step helps: converged.
-        step = jnp.where(better | (mu < 1e8), step, 0.0)
-        return q_next, jnp.where(better, cost_new, cost), mu_next, it + 1, step
+        # Converged: an accepted step that barely lowers the cost (a flat or rank-deficient
+        # frame, e.g. with missing keypoints), or rejected steps at an enormous damping.
+        stalled = better & (cost - cost_new <= cfg.lm_ftol * cost)
+        step = jnp.where(stalled | (~better & (mu >= 1e8)), 0.0, jnp.max(jnp.abs(q_new - q)))
+        return (jnp.where(better, q_new, q), jnp.where(better, cost_new, cost),
+                jnp.where(better, mu * 0.3, mu * 10.0), it + 1, step)
 
     r0 = res(q0)
     init = (q0, r0 @ r0, jnp.asarray(cfg.lm_damping, q0.dtype), 0, jnp.asarray(jnp.inf, q0.dtype))

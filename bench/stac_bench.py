@@ -1,0 +1,268 @@
+"""`mimic-bench bench-stac`: time our JAX STAC against the conventional scipy baseline, same data.
+
+One run on the prepared twin keypoints measures
+  (a) ours (`mimic_core.stac.solver`): wall time from nothing to results for all clips, compile
+      included (build the kinematics, make_register, first call, block_until_ready), and the
+      steady-state time of a second call with the same inputs;
+  (b) the baseline (`mimic_core.stac.baseline.register_clip_scipy`, one clip after another) on
+      the same clips, or on the first N and extrapolated linearly to all;
+and how far the two results agree. Writes one JSON report and prints a short table.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+import numpy as np
+
+DEFAULT_KEYPOINTS = "data/prepared/keypoints.h5"
+DEFAULT_OFFSETS_MM = [[1.7, 0.7, 1.5], [-0.4, 0.1, 2.2], [1.6, -0.2, 0.0]]
+WITHIN_DEG = 0.01  # agreement: share of frames whose joint angles all agree within this
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    import jax
+    import mujoco
+    import scipy
+
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [str(d) for d in jax.devices()],
+        "versions": {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": _version("jaxlib"),
+                     "mujoco": mujoco.__version__, "scipy": scipy.__version__, "numpy": np.__version__},
+    }
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def default_out() -> str:
+    import jax
+
+    return f"reports/benchmarks/stac-{jax.default_backend()}-{os.cpu_count()}.json"
+
+
+def keypoint_error_mm(fm, qpos: np.ndarray, offsets: np.ndarray, y_m: np.ndarray, valid: np.ndarray) -> float:
+    """Mean distance (mm) between the model's keypoints (MuJoCo C FK) and the valid input keypoints."""
+    from mimic_core.model import keypoint_positions
+
+    d = [np.linalg.norm(keypoint_positions(fm, q.astype(float), o.astype(float)) - y, axis=-1)[v]
+         for q, o, y, v in zip(qpos, offsets, y_m, valid)]
+    return float(np.mean(np.concatenate(d)) * 1e3)
+
+
+def _load(keypoints_path: str, clips: int, frames: int, names: tuple[str, ...]):
+    import h5py
+
+    from mimic_core.errors import DataError
+
+    if not Path(keypoints_path).is_file():
+        raise DataError(keypoints_path, None, "prepared keypoints not found (run `mimic-bench prepare` or `dvc repro`)")
+    with h5py.File(keypoints_path, "r") as f:
+        y, valid = f["keypoints"], f["valid"]
+        if clips > y.shape[0] or frames > y.shape[1]:
+            raise DataError(keypoints_path, "keypoints",
+                            f"asked for {clips} clips x {frames} frames, the file has {y.shape[0]} x {y.shape[1]}")
+        kp = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in f["kp_names"][:]) if "kp_names" in f else names
+        if kp != tuple(names):
+            raise DataError(keypoints_path, "kp_names", f"keypoints {kp} do not match the model's keypoint map {names}")
+        label = f.attrs.get("data", "unknown")
+        y = np.asarray(y[:clips, :frames], dtype=np.float64)
+        valid = np.asarray(valid[:clips, :frames], dtype=bool) & np.all(np.isfinite(y), axis=-1)
+    return np.where(valid[..., None], y, np.nan), valid, str(label.decode() if isinstance(label, bytes) else label)
+
+
+def run_benchmark(params: dict, keypoints_path: str, clips: int, frames: int, baseline_clips: int | None,
+                  progress_bar=None, log=None) -> dict:
+    """Measure ours and the baseline; return the report (a JSON-ready dict).
+
+    `progress_bar(n)`: a context manager yielding an object with `.update(1)` (e.g. click.progressbar),
+    shown over the baseline clips; `log(message)`: progress lines.
+    """
+    import jax
+
+    from mimic_core.errors import ParamsError
+    from mimic_core.model import DEFAULT_KEYPOINT_MAP, load_forelimb
+    from mimic_core.stac.baseline import register_clip_scipy
+    from mimic_core.stac.solver import StacConfig, make_kinematics, make_register
+
+    stac = params.get("stac") or {}
+    cfg = StacConfig.from_params(stac)
+    model_p = params.get("model") or {}
+    fm = load_forelimb(model_p.get("xml"), model_p.get("keypoint_map") or DEFAULT_KEYPOINT_MAP)
+    off0_mm = np.asarray(stac.get("initial_offsets_mm", DEFAULT_OFFSETS_MM), dtype=float)
+    if off0_mm.shape != (len(fm.keypoint_names), 3):
+        raise ParamsError(f"params.yaml: stac.initial_offsets_mm must be {len(fm.keypoint_names)} x 3 (mm)")
+    off0 = off0_mm * 1e-3
+    y, valid, label = _load(keypoints_path, clips, frames, fm.keypoint_names)
+    n_base = clips if baseline_clips is None else min(baseline_clips, clips)
+    if n_base < 1:
+        raise ParamsError("--baseline-clips must be at least 1")
+    y0 = np.nan_to_num(y, nan=0.0).astype(np.float32)
+
+    log = log or (lambda _: None)
+    log(f"ours (JAX, {jax.default_backend()}): {clips} clips x {frames} frames, compile included ...")
+    # (a) ours: from nothing to results (compile included), then a second call (steady state).
+    t0 = time.perf_counter()
+    register = make_register(make_kinematics(fm.model, fm.keypoint_body_ids), cfg)
+    q_ours, o_ours = jax.block_until_ready(register(y0, valid, off0))
+    t_total = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    jax.block_until_ready(register(y0, valid, off0))
+    t_steady = time.perf_counter() - t0
+    q_ours, o_ours = np.asarray(q_ours, dtype=float), np.asarray(o_ours, dtype=float)
+
+    # (b) the scipy baseline, one clip after another.
+    q_base, o_base, stats = [], [], {}
+    with (progress_bar(n_base) if progress_bar else contextlib.nullcontext()) as bar:
+        t0 = time.perf_counter()
+        for c in range(n_base):
+            q, o = register_clip_scipy(fm, y[c], off0, cfg, stats=stats)
+            q_base.append(q)
+            o_base.append(o)
+            if bar is not None:
+                bar.update(1)
+        t_base = time.perf_counter() - t0
+    q_base, o_base = np.stack(q_base), np.stack(o_base)
+    per_clip = t_base / n_base
+    t_base_all = per_clip * clips
+
+    dq = np.degrees(np.abs(q_ours[:n_base] - q_base))                      # (N, T, nq)
+    frame_dq = dq.max(axis=-1)
+    full = valid[:n_base].all(axis=-1)  # frames with every keypoint: IK fully determined
+    return {
+        "data": label,
+        "params_stac": asdict(cfg),
+        "initial_offsets_mm": off0_mm.tolist(),
+        "machine": machine_info(),
+        "clips": clips,
+        "frames": frames,
+        "keypoints": list(fm.keypoint_names),
+        "ours": {
+            "solver": "mimic_core.stac.solver.make_register (JAX, float32, projected LM, vmap over clips)",
+            "time_total_s": t_total,
+            "time_steady_s": t_steady,
+            "time_compile_s": t_total - t_steady,
+            "time_total_per_clip_s": t_total / clips,
+            "time_steady_per_clip_s": t_steady / clips,
+            "timed": "total: make_kinematics + make_register + first call (trace, compile, run) + "
+                     "block_until_ready; steady: a second call with the same inputs. Not timed: imports, JAX "
+                     "backend start-up, reading the keypoints.",
+        },
+        "baseline": {
+            "solver": "mimic_core.stac.baseline.register_clip_scipy (scipy least_squares trf, float64, analytic "
+                      "jac from mujoco.mj_jac, MuJoCo C kinematics, Python loop over frames and clips)",
+            "clips_measured": n_base,
+            "time_measured_s": t_base,
+            "time_per_clip_s": per_clip,
+            "time_total_s": t_base_all,
+            "extrapolated": n_base < clips,
+            "note": (f"measured on the first {n_base} of {clips} clips; time_total_s = time_per_clip_s x {clips} "
+                     "(linear extrapolation)") if n_base < clips else "measured on all clips",
+            "ik_solves": stats.get("solves", 0),
+            "mean_nfev_per_solve": stats.get("nfev", 0) / max(stats.get("solves", 1), 1),
+            "solves_stopped_by_max_nfev": stats.get("max_nfev_hit", 0),
+        },
+        "speedup": {
+            "baseline_over_ours_total": t_base_all / t_total,
+            "baseline_over_ours_steady": t_base_all / t_steady,
+        },
+        "agreement": {
+            "clips": n_base,
+            "keypoint_error_mm_ours": keypoint_error_mm(fm, q_ours[:n_base], o_ours[:n_base], y[:n_base], valid[:n_base]),
+            "keypoint_error_mm_baseline": keypoint_error_mm(fm, q_base, o_base, y[:n_base], valid[:n_base]),
+            "keypoint_error_mm_ours_all_clips": keypoint_error_mm(fm, q_ours, o_ours, y, valid),
+            "qpos_max_abs_diff_deg": float(dq.max()),
+            "qpos_max_abs_diff_deg_full_frames": float(frame_dq[full].max()) if full.any() else 0.0,
+            "frames_with_missing_keypoints": int((~full).sum()),
+            "qpos_median_abs_diff_deg": float(np.median(dq)),
+            "qpos_p99_abs_diff_deg": float(np.percentile(dq, 99)),
+            "frames_within_tol_deg": WITHIN_DEG,
+            "frames_within_tol_frac": float(np.mean(frame_dq <= WITHIN_DEG)),
+            "offsets_mean_diff_mm": float(np.mean(np.linalg.norm(o_ours[:n_base] - o_base, axis=-1)) * 1e3),
+            "offsets_max_diff_mm": float(np.max(np.linalg.norm(o_ours[:n_base] - o_base, axis=-1)) * 1e3),
+            "how": "keypoint error: mean distance of MuJoCo C FK of each result's qpos + offsets to the valid input "
+                   "keypoints; diffs: ours - baseline on the baseline's clips (|.| per joint, Euclidean per offset). A frame missing the elbow "
+                   "or the wrist leaves 3 equations for 4 joint angles: a curve of exact fits, where the two solvers "
+                   "may stop at different points; *_full_frames excludes those frames",
+        },
+    }
+
+
+def format_table(r: dict) -> str:
+    o, b, s, a = r["ours"], r["baseline"], r["speedup"], r["agreement"]
+    m = r["machine"]
+    ext = f"   ({b['clips_measured']} of {r['clips']} clips measured, extrapolated)" if b["extrapolated"] else ""
+    lines = [
+        f"STAC benchmark: {r['data']} data, {r['clips']} clips x {r['frames']} frames; "
+        f"{m['jax_backend']} ({m['cpu_model']}, {m['cpu_count']} cores)",
+        f"  {'':34s} {'total (s)':>10s} {'per clip (s)':>13s} {'baseline/ours':>14s}",
+        f"  {'ours (JAX), compile included':34s} {o['time_total_s']:10.2f} {o['time_total_per_clip_s']:13.4f} "
+        f"{s['baseline_over_ours_total']:14.1f}",
+        f"  {'ours (JAX), steady state':34s} {o['time_steady_s']:10.3f} {o['time_steady_per_clip_s']:13.5f} "
+        f"{s['baseline_over_ours_steady']:14.0f}",
+        f"  {'baseline (scipy)':34s} {b['time_total_s']:10.2f} {b['time_per_clip_s']:13.4f}{ext}",
+        f"  agreement on {a['clips']} clips: max |dq| {a['qpos_max_abs_diff_deg_full_frames']:.3g} deg on frames with "
+        f"all keypoints, {a['qpos_max_abs_diff_deg']:.3g} deg on all (median {a['qpos_median_abs_diff_deg']:.2g}); "
+        f"mean |d offset| {a['offsets_mean_diff_mm']:.2g} mm",
+        f"  keypoint error: ours {a['keypoint_error_mm_ours']:.4f} mm, baseline {a['keypoint_error_mm_baseline']:.4f} mm",
+    ]
+    return "\n".join(lines)
+
+
+@click.command("bench-stac")
+@click.option("--clips", type=click.IntRange(min=1), default=46, show_default=True, help="Clips to register.")
+@click.option("--frames", type=click.IntRange(min=1), default=100, show_default=True, help="Frames per clip (the first N).")
+@click.option("--baseline-clips", type=click.IntRange(min=1), default=None,
+              help="Run the scipy baseline on the first N clips only and extrapolate its time linearly "
+                   "[default: all clips].")
+@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False),
+              help="The params file (section `stac`, optional).")
+@click.option("--keypoints", "keypoints_path", default=DEFAULT_KEYPOINTS, show_default=True,
+              type=click.Path(dir_okay=False), help="Prepared keypoints (HDF5).")
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
+              help="Report path [default: reports/benchmarks/stac-<jax backend>-<cpu count>.json].")
+def stac_bench_cmd(clips, frames, baseline_clips, params_path, keypoints_path, out_path):
+    """Time STAC registration: our JAX solver (compile included, and steady) against a scipy baseline."""
+    from mimic_core.errors import MimicError
+    from mimic_core.io import write_json
+    from mimic_core.params import load_params
+
+    out_path = out_path or default_out()
+    try:
+        params = load_params(params_path)
+        report = run_benchmark(
+            params, keypoints_path, clips, frames, baseline_clips,
+            progress_bar=lambda n: click.progressbar(length=n, label=f"scipy baseline ({n} clips)", file=sys.stderr),
+            log=lambda msg: click.echo(msg, err=True))
+    except MimicError as e:
+        raise click.ClickException(str(e)) from e
+    write_json(out_path, report)
+    click.echo(format_table(report))
+    click.echo(f"wrote {out_path}")
