@@ -2,13 +2,14 @@
 
 (a) IK: for each frame, the joint angles that bring the model's keypoint sites (body pose +
     offset) onto the measured keypoints: projected Levenberg-Marquardt with `jax.jacfwd`
-    through MJX kinematics, inside the joint limits, NaN keypoints masked. The first pass
-    runs along the clip with `lax.scan`, each frame starting from its neighbour's solution;
-    later passes refine every frame at once (vmap), each from its own previous solution.
+    through the hinge-chain kinematics (`Kinematics`), inside the joint limits, NaN keypoints
+    masked. The first pass runs along the clip with `lax.scan`, each frame starting from its
+    neighbour's solution; later passes refine every frame at once (vmap) from their own
+    previous solution.
 (b) Offsets: with the joint angles fixed, each site is linear in its offset, so the fit over
     all frames with a penalty toward the initial offsets is a closed-form least squares.
 
-Everything is a pure function of arrays; `register_clips` vmaps over clips. Lengths are in
+Everything is a pure function of arrays; `make_register` vmaps over clips. Lengths are in
 millimetres inside the solver so that float32 keeps sub-micrometre precision.
 """
 from __future__ import annotations
