@@ -10,6 +10,8 @@ Differences are only in how each frame's IK is solved: `scipy.optimize.least_squ
 body xpos/xmat + xmat @ offset) and, by default, the analytic Jacobian of each keypoint from
 `mujoco.mj_jac` (`jac="2-point"` selects scipy's finite differences instead), in a plain
 Python loop over frames. Slow by design: it is the baseline the JAX solver is timed against.
+Stopping: scipy's own tests at ftol = xtol = gtol = 1e-12 (float64) and max_nfev = lm_max_iters;
+the JAX solver's lm_tol / lm_ftol / lm_damping have no counterpart here.
 """
 from __future__ import annotations
 

@@ -138,8 +138,13 @@ def ik_frame(kin: Kinematics, q0: jnp.ndarray, y: jnp.ndarray, mask: jnp.ndarray
         r, J = res(q), jac(q)
         JtJ = J.T @ J
         g = J.T @ r
+        # Active set: a joint at a limit whose descent direction points outward stays there,
+        # and the step is solved for the other joints (plain clipping would stop short).
+        blocked = ((q <= kin.lo) & (g > 0)) | ((q >= kin.hi) & (g < 0))
+        free = ~blocked
         A = JtJ + mu * (jnp.diag(jnp.diag(JtJ)) + 1e-9 * jnp.eye(nq))
-        q_new = jnp.clip(q - jnp.linalg.solve(A, g), kin.lo, kin.hi)
+        A = jnp.where(free[:, None] & free[None, :], A, jnp.diag(jnp.where(free, 0.0, 1.0)))
+        q_new = jnp.clip(q - jnp.linalg.solve(A, jnp.where(free, g, 0.0)), kin.lo, kin.hi)
         r_new = res(q_new)
         cost_new = r_new @ r_new
         better = cost_new < cost
