@@ -219,3 +219,9 @@ def register_clips_cmd(pattern, fmt, units, fps, label, out_dir, metrics_path, p
 from bench.stac_bench import stac_bench_cmd  # noqa: E402  (registered here; its heavy imports are lazy)
 
 main.add_command(stac_bench_cmd)
+
+from bench.edm_bench import edm_bench_cmd  # noqa: E402
+from bench.edm_cli import simplex_cmd  # noqa: E402
+
+main.add_command(simplex_cmd)
+main.add_command(edm_bench_cmd)

@@ -1,0 +1,132 @@
+"""`mimic-bench bench-edm`: time our JAX simplex against pyEDM 2.5.7 on the same data.
+
+One run measures, on a deterministic 5-D Lorenz-96 series (library of --n-lib rows, --n-pred
+predictions after it):
+  (a) an E x Tp scan (default E 1-10 x Tp 1-10, univariate V1, tau -1): ours as one compiled
+      call (wall time including compile, and the steady-state time of a second call) against
+      one pyEDM.Simplex call per (E, Tp);
+  (b) one analysis (E 3, Tp 1) with --surrogates target-shuffled surrogates: ours in one call
+      against pyEDM.Simplex run once on the data and once per shuffled target column;
+and how far the rho values differ.  The pyEDM side runs once.  Writes JSON to
+reports/benchmarks/edm-<backend>-<cores>.json and prints a short table.
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+import click
+import numpy as np
+
+
+def lorenz96(n_rows: int, dim: int = 5, forcing: float = 8.0, dt: float = 0.05, burn: int = 1000,
+             seed: int = 0) -> np.ndarray:
+    """Deterministic Lorenz-96 trajectory (RK4), (n_rows, dim)."""
+    rng = np.random.default_rng(seed)
+    x = forcing + 0.01 * rng.standard_normal(dim)
+
+    def f(v):
+        return (np.roll(v, -1) - np.roll(v, 2)) * np.roll(v, 1) - v + forcing
+
+    out = np.empty((n_rows, dim))
+    for i in range(burn + n_rows):
+        k1 = f(x); k2 = f(x + dt / 2 * k1); k3 = f(x + dt / 2 * k2); k4 = f(x + dt * k3)
+        x = x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        if i >= burn:
+            out[i - burn] = x
+    return out
+
+
+def _rho(o, p):
+    ok = np.isfinite(o) & np.isfinite(p)
+    return float(np.corrcoef(o[ok], p[ok])[0, 1])
+
+
+@click.command("bench-edm")
+@click.option("--n-lib", default=10_000, show_default=True, type=int, help="Library rows.")
+@click.option("--n-pred", default=2_000, show_default=True, type=int, help="Prediction rows.")
+@click.option("--max-E", "max_E", default=10, show_default=True, type=int, help="Scan E 1..max-E.")
+@click.option("--max-Tp", "max_Tp", default=10, show_default=True, type=int, help="Scan Tp 1..max-Tp.")
+@click.option("--surrogates", default=100, show_default=True, type=int, help="Shuffled surrogates.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
+              help="Report path (default reports/benchmarks/edm-<backend>-<cores>.json).")
+def edm_bench_cmd(n_lib, n_pred, max_E, max_Tp, surrogates, seed, out_path):
+    """Benchmark simplex scan + surrogates: ours (JAX) vs pyEDM, same data, one run."""
+    import jax
+    import pandas as pd
+
+    from bench.stac_bench import machine_info
+    from mimic_core.edm import simplex_scan, simplex_surrogates
+    from mimic_core.edm.simplex import shuffled_targets
+    from mimic_core.io import write_json
+
+    try:
+        import pyEDM
+    except ImportError:  # pragma: no cover
+        raise click.ClickException("pyEDM is needed for the comparison (a test-only dependency)")
+
+    n = n_lib + n_pred
+    data = lorenz96(n, seed=seed)
+    df = pd.DataFrame({"Time": np.arange(1, n + 1), **{f"V{i + 1}": data[:, i] for i in range(5)}})
+    lib, pred = f"1 {n_lib}", f"{n_lib + 1} {n}"
+    Es, Tps = list(range(1, max_E + 1)), list(range(1, max_Tp + 1))
+    arr = df[["V1"]].to_numpy()
+
+    def timed(fn):
+        t = time.perf_counter(); r = fn(); return r, time.perf_counter() - t
+
+    # ---- ours: scan
+    scan, t_scan_first = timed(lambda: simplex_scan(arr, [0], [0], lib, pred, E=Es, Tp=Tps, tau=-1))
+    scan, t_scan = timed(lambda: simplex_scan(arr, [0], [0], lib, pred, E=Es, Tp=Tps, tau=-1))
+    # ---- ours: surrogates
+    sur, t_sur_first = timed(lambda: simplex_surrogates(arr, [0], [0], lib, pred, E=3, Tp=1,
+                                                        n_surrogates=surrogates, seed=seed))
+    sur, t_sur = timed(lambda: simplex_surrogates(arr, [0], [0], lib, pred, E=3, Tp=1,
+                                                  n_surrogates=surrogates, seed=seed))
+
+    # ---- pyEDM (once)
+    warnings.simplefilter("ignore")
+    t = time.perf_counter()
+    ref_scan = np.full((len(Es), len(Tps)), np.nan)
+    for i, E in enumerate(Es):
+        for j, Tp in enumerate(Tps):
+            r = pyEDM.Simplex(dataFrame=df, columns="V1", target="V1", lib=lib, pred=pred, E=E, Tp=Tp, tau=-1)
+            ref_scan[i, j] = _rho(r.Observations.to_numpy(), r.Predictions.to_numpy())
+    t_ref_scan = time.perf_counter() - t
+    shuf = shuffled_targets(df["V1"].to_numpy(), surrogates, seed)
+    dfs = pd.concat([df, pd.DataFrame(shuf.T, columns=[f"S{s}" for s in range(surrogates)])], axis=1)
+    t = time.perf_counter()
+    ref_sur = []
+    for tgt in ["V1"] + [f"S{s}" for s in range(surrogates)]:
+        r = pyEDM.Simplex(dataFrame=dfs, columns="V1", target=tgt, lib=lib, pred=pred, E=3, Tp=1)
+        ref_sur.append(_rho(r.Observations.to_numpy(), r.Predictions.to_numpy()))
+    t_ref_sur = time.perf_counter() - t
+    ref_sur = np.asarray(ref_sur)
+
+    d_scan = float(np.nanmax(np.abs(scan["rho"][:, 0, :, 0] - ref_scan)))
+    d_sur = float(max(abs(sur.rho - ref_sur[0]), np.nanmax(np.abs(sur.null - ref_sur[1:]))))
+    backend = jax.default_backend()
+    cores = os.cpu_count()
+    report = {
+        "machine": machine_info() | {"pyEDM": pyEDM.__version__ if hasattr(pyEDM, "__version__") else "2.5.7"},
+        "data": {"kind": "Lorenz-96, 5-D, RK4 dt 0.05, seed %d" % seed, "n_lib": n_lib, "n_pred": n_pred},
+        "scan": {"E": [1, max_E], "Tp": [1, max_Tp], "tau": -1,
+                 "ours_first_call_s": t_scan_first, "ours_s": t_scan, "pyedm_s": t_ref_scan,
+                 "speedup": t_ref_scan / t_scan, "speedup_first_call": t_ref_scan / t_scan_first,
+                 "max_abs_rho_diff": d_scan},
+        "surrogates": {"n": surrogates, "E": 3, "Tp": 1,
+                       "ours_first_call_s": t_sur_first, "ours_s": t_sur, "pyedm_s": t_ref_sur,
+                       "speedup": t_ref_sur / t_sur, "speedup_first_call": t_ref_sur / t_sur_first,
+                       "max_abs_rho_diff": d_sur, "rho": sur.rho, "p_value": sur.p_value,
+                       "null_mean": sur.null_mean, "null_p95": sur.null_p95},
+    }
+    out_path = out_path or f"reports/benchmarks/edm-{backend}-{cores}.json"
+    write_json(out_path, report)
+    click.echo(f"{'':12s}{'ours (s)':>12s}{'1st call':>10s}{'pyEDM (s)':>11s}{'ratio':>8s}{'max|drho|':>11s}")
+    for k in ("scan", "surrogates"):
+        s = report[k]
+        click.echo(f"{k:12s}{s['ours_s']:12.3f}{s['ours_first_call_s']:10.3f}{s['pyedm_s']:11.3f}"
+                   f"{s['speedup']:8.1f}{s['max_abs_rho_diff']:11.2e}")
+    click.echo(f"wrote {out_path}")
