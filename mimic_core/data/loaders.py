@@ -63,10 +63,7 @@ class KeypointData:
             raise DataError(self.source, "keypoints",
                             f"shape {kp.shape} does not fit {len(names)} names and at least one frame")
         object.__setattr__(self, "fps", _check_rate(self.source, "fps", self.fps))
-        # Frozen means frozen: hand out a read-only view so no caller edits a shared clip in place.
-        view = kp.view()
-        view.flags.writeable = False
-        object.__setattr__(self, "keypoints", view)
+        object.__setattr__(self, "keypoints", _read_only(kp))
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,9 +84,14 @@ class EmgData:
             raise DataError(self.source, "signals",
                             f"shape {sig.shape} does not fit {len(self.channels)} channels and at least one sample")
         object.__setattr__(self, "fs", _check_rate(self.source, "fs", self.fs))
-        view = sig.view()
-        view.flags.writeable = False
-        object.__setattr__(self, "signals", view)
+        object.__setattr__(self, "signals", _read_only(sig))
+
+
+def _read_only(arr: np.ndarray) -> np.ndarray:
+    """Frozen means frozen: a read-only view, so no caller edits a shared record in place."""
+    view = arr.view()
+    view.flags.writeable = False
+    return view
 
 
 # --------------------------------------------------------------------------- checks
