@@ -306,15 +306,20 @@ def _open_h5(path: str) -> Iterator[h5py.File]:
 # --------------------------------------------------------------------------- keypoint loaders
 
 
+def _keypoint_source(path: Any, units: Any, fps: Any) -> tuple[str, float, float]:
+    """What every keypoint loader checks first: declared units and rate, then that the file exists."""
+    p0 = _path_str(path)
+    scale = _check_units(p0, units)
+    fps = _check_rate(p0, "fps", fps)
+    return _existing_file(path), scale, fps
+
+
 def load_stac_h5(path: str | os.PathLike, *, units: str = "m", fps: float) -> KeypointData:
     """Load a stac-mjx HDF5 file: kp_data (frames, K*3) and kp_names (K,) bytes.
 
     stac-mjx stores no units or frame rate, so the caller declares both (never guessed).
     """
-    p0 = _path_str(path)
-    scale = _check_units(p0, units)
-    fps = _check_rate(p0, "fps", fps)
-    p = _existing_file(path)
+    p, scale, fps = _keypoint_source(path, units, fps)
     with _open_h5(p) as f:
         raw = _read_dataset(f, p, "kp_data")
         raw_names = _read_dataset(f, p, "kp_names")
@@ -339,10 +344,7 @@ def load_sleap_anipose_h5(path: str | os.PathLike, *, units: str, fps: float,
     node names, units or frame rate; the caller gives them. A `node_names` dataset, if some
     other tool added one, is used and must agree with `names`. `track` picks one animal.
     """
-    p0 = _path_str(path)
-    scale = _check_units(p0, units)
-    fps = _check_rate(p0, "fps", fps)
-    p = _existing_file(path)
+    p, scale, fps = _keypoint_source(path, units, fps)
     with _open_h5(p) as f:
         raw = _read_dataset(f, p, "tracks")
         raw_names = _read_dataset(f, p, "node_names", required=False)
@@ -415,10 +417,7 @@ def load_anipose_csv(path: str | os.PathLike, *, units: str, fps: float) -> Keyp
     Columns per keypoint `<name>_x, _y, _z, _error, _ncams, _score`, then `M_00..M_22`,
     `center_0..2`, `fnum`. Empty cells (pandas' NaN) are missing points. Only x/y/z are read.
     """
-    p0 = _path_str(path)
-    scale = _check_units(p0, units)
-    fps = _check_rate(p0, "fps", fps)
-    p = _existing_file(path)
+    p, scale, fps = _keypoint_source(path, units, fps)
     header, rows = _read_csv(p)
     found = _anipose_keypoints(p, header)
     names = _check_names(p, "header", found, len(found))
