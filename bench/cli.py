@@ -225,3 +225,7 @@ from bench.edm_cli import simplex_cmd  # noqa: E402
 
 main.add_command(simplex_cmd)
 main.add_command(edm_bench_cmd)
+
+from bench.compare_cli import compare_cmd  # noqa: E402
+
+main.add_command(compare_cmd)
