@@ -229,3 +229,8 @@ main.add_command(edm_bench_cmd)
 from bench.compare_cli import compare_cmd  # noqa: E402
 
 main.add_command(compare_cmd)
+
+from bench.track_cli import evaluate_cmd, train_cmd  # noqa: E402
+
+main.add_command(train_cmd)
+main.add_command(evaluate_cmd)

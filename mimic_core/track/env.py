@@ -1,0 +1,188 @@
+"""The imitation env: the forelimb in MJX, driven by 9 muscle controls to follow reference clips.
+
+A small class over an MJX model (mujoco_playground's convention) with brax's `State`; `reset`
+and `step` are pure and vmappable. `AutoReset` starts a fresh episode (a new random clip and
+start frame) wherever one ends.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from brax.envs.base import State
+from flax import struct
+from mujoco import mjx
+
+from mimic_core.errors import DataError, ParamsError
+from mimic_core.track.config import EnvConfig, PhysicsConfig
+from mimic_core.track.reference import ReferenceClips
+
+_INTEGRATORS = {"euler": mujoco.mjtIntegrator.mjINT_EULER, "implicitfast": mujoco.mjtIntegrator.mjINT_IMPLICITFAST,
+                "rk4": mujoco.mjtIntegrator.mjINT_RK4}
+_SOLVERS = {"newton": mujoco.mjtSolver.mjSOL_NEWTON, "cg": mujoco.mjtSolver.mjSOL_CG}
+
+REWARD_TERMS = ("joint", "ctrl", "ctrl_diff", "energy")
+
+
+@struct.dataclass
+class Reference:
+    """Reference joint trajectories on the device."""
+
+    qpos: jax.Array   # (C, T, nq)
+    qvel: jax.Array   # (C, T, nq)
+
+
+def physics_model(model: mujoco.MjModel, physics: PhysicsConfig) -> mujoco.MjModel:
+    """A copy of the model with the simulation options of params."""
+    m = copy.deepcopy(model)
+    m.opt.timestep = physics.timestep
+    m.opt.integrator = _INTEGRATORS[physics.integrator]
+    m.opt.solver = _SOLVERS[physics.solver]
+    m.opt.iterations = physics.iterations
+    m.opt.ls_iterations = physics.ls_iterations
+    return m
+
+
+def actuator_velocity(d: mjx.Data) -> jax.Array:
+    """Actuator (muscle length) velocities; MJX 3.x keeps them with the implementation's fields."""
+    return d._impl.actuator_velocity if hasattr(d, "_impl") else d.actuator_velocity
+
+
+class ImitationEnv:
+    """Follow registered reaches with muscle controls; reward = tracking - control - energy costs."""
+
+    def __init__(self, model: mujoco.MjModel, clips: ReferenceClips, env: EnvConfig, physics: PhysicsConfig,
+                 ctrl_cost_weight: float):
+        window = env.episode_frames + env.obs_ref_frames
+        if clips.n_frames < window + 1:
+            raise DataError(None, "qpos", f"clips have {clips.n_frames} frames; the reference window needs at "
+                            f"least track.env.episode_frames + track.env.obs_ref_frames + 1 = {window + 1}")
+        control_dt = physics.timestep * physics.substeps
+        if abs(control_dt * clips.fps - 1.0) > 1e-6:
+            raise ParamsError(f"params.yaml: track.physics.timestep * substeps = {control_dt:g} s, but control "
+                              f"runs at the reference rate, 1/{clips.fps:g} Hz = {1 / clips.fps:g} s")
+        if model.nu == 0 or model.na != model.nu:
+            raise ParamsError("the model needs muscle actuators with activation state (one per actuator)")
+        self.mj_model = physics_model(model, physics)
+        self.mx = mjx.put_model(self.mj_model)
+        self.cfg = env
+        self.substeps = physics.substeps
+        self.ctrl_cost_weight = float(ctrl_cost_weight)
+        self.ref = Reference(jnp.asarray(clips.qpos, jnp.float32), jnp.asarray(clips.qvel, jnp.float32))
+        self.n_clips, self.n_frames = clips.qpos.shape[:2]
+        self.dt = control_dt
+        self._data0 = mjx.make_data(self.mx)
+
+    @property
+    def action_size(self) -> int:
+        return self.mj_model.nu
+
+    @property
+    def observation_size(self) -> dict[str, int]:
+        nq, na = self.mj_model.nq, self.mj_model.na
+        return {"reference": self.cfg.obs_ref_frames * nq, "proprio": 2 * nq + na}
+
+    # -- episodes ---------------------------------------------------------------------------
+    def reset_to(self, clip: jax.Array, frame: jax.Array, rng: jax.Array) -> State:
+        """Start at the reference pose of `clip` at `frame`, muscles at the initial activation."""
+        d = self._data0.replace(
+            qpos=self.ref.qpos[clip, frame], qvel=self.ref.qvel[clip, frame],
+            act=jnp.full((self.mj_model.na,), self.cfg.init_activation, jnp.float32))
+        info = {"clip": clip, "frame": frame, "steps": jnp.zeros((), jnp.int32), "rng": rng,
+                "prev_ctrl": jnp.zeros(self.mj_model.nu), "truncation": jnp.zeros(())}
+        zero = jnp.zeros(())
+        metrics = {**{f"reward_{k}": zero for k in REWARD_TERMS}, "joint_error_deg": zero}
+        return State(d, self._obs(d, clip, frame), zero, zero, metrics, info)
+
+    def reset(self, rng: jax.Array) -> State:
+        """A random clip and start frame, from the data (no hard-coded counts)."""
+        rng, k1, k2 = jax.random.split(rng, 3)
+        clip = jax.random.randint(k1, (), 0, self.n_clips)
+        last_start = self.n_frames - 1 - self.cfg.episode_frames - self.cfg.obs_ref_frames
+        frame = jax.random.randint(k2, (), 0, last_start + 1)
+        return self.reset_to(clip, frame, rng)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        """One control step (substeps of physics); `action` in [-1, 1] maps to controls in [0, 1]."""
+        ctrl = 0.5 * (jnp.clip(action, -1.0, 1.0) + 1.0)
+        d = state.pipeline_state.replace(ctrl=ctrl)
+        d = jax.lax.fori_loop(0, self.substeps, lambda _, d: mjx.step(self.mx, d), d)
+        info = state.info
+        clip, frame = info["clip"], info["frame"] + 1
+        err = d.qpos - self.ref.qpos[clip, frame]
+        sq = jnp.sum(err ** 2)
+        terms = {
+            "joint": self.cfg.joint_weight * jnp.exp(-self.cfg.joint_scale * sq),
+            "ctrl": -self.ctrl_cost_weight * jnp.sum(ctrl ** 2),
+            "ctrl_diff": -self.cfg.ctrl_diff_weight * jnp.sum((ctrl - info["prev_ctrl"]) ** 2),
+            "energy": -self.cfg.energy_weight * jnp.sum(jnp.abs(actuator_velocity(d)) * jnp.abs(d.actuator_force)),
+        }
+        reward = sum(terms.values())
+        rms_deg = jnp.degrees(jnp.sqrt(sq / err.shape[0]))
+        steps = info["steps"] + 1
+        diverged = ~jnp.all(jnp.isfinite(d.qpos))
+        terminated = (rms_deg > self.cfg.termination_error_deg) | diverged
+        truncated = (steps >= self.cfg.episode_frames) & ~terminated
+        reward = jnp.where(diverged, 0.0, reward)
+        info = {**info, "frame": frame, "steps": steps, "prev_ctrl": ctrl, "truncation": truncated.astype(jnp.float32)}
+        metrics = {**{f"reward_{k}": v for k, v in terms.items()}, "joint_error_deg": rms_deg}
+        done = (terminated | truncated).astype(jnp.float32)
+        return state.replace(pipeline_state=d, obs=self._obs(d, clip, frame), reward=reward, done=done,
+                             metrics=metrics, info=info)
+
+    # -- observation ------------------------------------------------------------------------
+    def _obs(self, d: mjx.Data, clip: jax.Array, frame: jax.Array) -> dict[str, jax.Array]:
+        """Proprioception, and the next reference frames relative to the current pose."""
+        idx = jnp.minimum(frame + 1 + jnp.arange(self.cfg.obs_ref_frames), self.n_frames - 1)
+        future = self.ref.qpos[clip, idx] - d.qpos[None, :]
+        proprio = jnp.concatenate([d.qpos, d.qvel * self.dt, d.act])
+        return {"reference": future.reshape(-1), "proprio": proprio}
+
+
+class AutoReset:
+    """Wrap an env so that a finished episode restarts at a fresh random clip and start frame.
+
+    The returned state keeps the finished step's reward, done and metrics; its observation and
+    physics are the new episode's.
+    """
+
+    def __init__(self, env: ImitationEnv):
+        self.env = env
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+    def reset(self, rng: jax.Array) -> State:
+        return self.env.reset(rng)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        nxt = self.env.step(state, action)
+        rng, sub = jax.random.split(nxt.info["rng"])
+        fresh = self.env.reset(sub)
+        done = nxt.done > 0
+
+        def pick(a, b):
+            return jnp.where(done, a, b)
+
+        pipeline = jax.tree_util.tree_map(pick, fresh.pipeline_state, nxt.pipeline_state)
+        obs = jax.tree_util.tree_map(pick, fresh.obs, nxt.obs)
+        info = {k: pick(fresh.info[k], nxt.info[k]) for k in ("clip", "frame", "steps", "prev_ctrl")}
+        info = {**nxt.info, **info, "rng": rng}
+        return nxt.replace(pipeline_state=pipeline, obs=obs, info=info)
+
+
+def keypoint_sites_fn(model: mujoco.MjModel, body_ids: np.ndarray):
+    """jit-able (qpos (nq,), offsets (K, 3) m) -> keypoint positions (K, 3) m, by MJX kinematics."""
+    mx = mjx.put_model(model)
+    d0 = mjx.make_data(mx)
+    ids = jnp.asarray(body_ids)
+
+    def sites(qpos, offsets):
+        d = mjx.kinematics(mx, d0.replace(qpos=qpos))
+        return d.xpos[ids] + jnp.einsum("kij,kj->ki", d.xmat[ids], offsets)
+
+    return sites

@@ -1,0 +1,135 @@
+"""The `train` and `evaluate` stages: params + registered clips -> policies -> rollouts and metrics."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+
+from mimic_core.errors import DataError, ParamsError
+from mimic_core.io import atomic_dir, write_json
+from mimic_core.model import ForelimbModel, load_forelimb
+from mimic_core.track.config import TrackConfig, ctrl_cost_weights, track_config, weight_key
+from mimic_core.track.env import ImitationEnv
+from mimic_core.track.reference import ReferenceClips, find_registered, load_registered
+
+DEFAULT_REGISTERED = "data/registered"
+
+
+def setup(params: Mapping[str, Any], weight: float, registered: str | Path | None = None,
+          fps: float | None = None) -> tuple[TrackConfig, ForelimbModel, ReferenceClips, ImitationEnv]:
+    """Check params and data, then build the env: every error comes before anything compiles."""
+    if "track" not in params:
+        raise ParamsError("params.yaml: missing 'track'")
+    cfg = track_config(params["track"], weight)
+    fm = load_forelimb(params["model"]["xml"], params["model"]["keypoint_map"])
+    src = registered or params["track"].get("registered_dir") or DEFAULT_REGISTERED
+    clips = load_registered(find_registered(src), fm.joint_names, fps=fps, kp_names=fm.keypoint_names)
+    if clips.offsets.shape[1] != len(fm.keypoint_names):
+        raise DataError(src, "offsets", f"clips have {clips.offsets.shape[1]} keypoints, the keypoint map "
+                        f"{len(fm.keypoint_names)}")
+    env = ImitationEnv(fm.model, clips, cfg.env, cfg.physics, cfg.ctrl_cost_weight)
+    return cfg, fm, clips, env
+
+
+def find_weight(params: Mapping[str, Any], key: str) -> float:
+    """The sweep weight whose report key is `key` (as written in params)."""
+    ws = ctrl_cost_weights(params["track"])
+    for w in ws:
+        if weight_key(w) == key or _same_number(w, key):
+            return float(w)
+    raise ParamsError(f"control-cost weight {key!r} is not in track.ctrl_cost_weights {ws}")
+
+
+def _same_number(w, key: str) -> bool:
+    try:
+        return float(key) == float(w)
+    except ValueError:
+        return False
+
+
+def run_train(params: Mapping[str, Any], weight: str, out_dir: Path, metrics_csv: Path, ckpt_root: Path,
+              progress: Callable[[dict], None] | None = None, registered: str | None = None,
+              stop_after: int | None = None) -> dict:
+    """Train one policy of the sweep; resumes from its checkpoints when the settings are the same."""
+    from mimic_core.track.run import config_hash, fit, save_policy, write_rows
+    from mimic_core.track.train import make_train
+
+    w = find_weight(params, weight)
+    cfg, fm, clips, env = setup(params, w, registered)
+    trainer = make_train(cfg, env)
+    settings = {"track": _asdict(cfg), "model": dict(params["model"]), "clips": clips.clip_names,
+                "n_devices": trainer.mesh.devices.size}
+    h = config_hash({**settings, "reference_md5": _md5(clips)})
+    ckpt = Path(ckpt_root) / f"{weight_key(w)}-{h}"
+    state, rows = fit(trainer, jax.random.PRNGKey(cfg.ppo.seed), ckpt, progress, stop_after=stop_after)
+    last = rows[-1] if rows else {}
+    meta = {"ctrl_cost_weight": weight_key(w), "data": clips.label, "settings_hash": h,
+            "iterations": int(state.iteration), "env_steps": int(state.env_steps),
+            "final": {k: float(v) for k, v in last.items() if k not in ("iteration", "env_steps")},
+            "settings": settings}
+    write_rows(Path(metrics_csv), rows)
+    if stop_after is None or int(state.iteration) >= trainer.n_iterations:
+        save_policy(Path(out_dir), state, meta)
+    return meta
+
+
+def _asdict(cfg: TrackConfig) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(cfg)
+
+
+def _md5(clips: ReferenceClips) -> str:
+    import hashlib
+
+    return hashlib.md5(np.ascontiguousarray(clips.qpos).tobytes()).hexdigest()
+
+
+def evaluate_policy(params: Mapping[str, Any], policy_dir: Path, registered: str | None, label: str | None = None,
+                    truth_dir: str | None = None, fps: float | None = None):
+    """Roll out one saved policy on clips; returns (metrics, records, keypoints, clips, fm)."""
+    from mimic_core.track.evaluate import (abstract_policy, load_truth_activation, rollout_clips,
+                                           tracking_metrics)
+    from mimic_core.track.networks import make_networks
+    from mimic_core.track.run import load_policy
+
+    meta_path = Path(policy_dir) / "policy.json"
+    if not meta_path.is_file():
+        raise DataError(policy_dir, "policy.json", "not a trained policy (run `mimic-bench train` first)")
+    import json
+
+    weight = json.loads(meta_path.read_text())["ctrl_cost_weight"]
+    cfg, fm, clips, env = setup(params, float(weight), registered, fps=fps)
+    nets = make_networks(cfg.network, env.action_size)
+    policy, meta = load_policy(Path(policy_dir), abstract_policy(nets, env))
+    rec = rollout_clips(env, nets, policy, cfg.ppo.normalize_observations)
+    truth = load_truth_activation(Path(truth_dir), clips.clip_names, clips.n_frames) if truth_dir else None
+    metrics, kp = tracking_metrics(rec, clips, fm, cfg, truth)
+    metrics["data"] = label or clips.label
+    metrics["n_clips"] = len(clips.clip_names)
+    metrics["env_steps_trained"] = meta["env_steps"]
+    metrics["trained_on"] = meta["data"]
+    return weight, metrics, rec, kp, clips, fm
+
+
+def run_evaluate(params: Mapping[str, Any], policies_dir: Path, out_dir: Path, metrics_path: Path,
+                 registered: str | None = None, echo: Callable[[str], None] = print) -> dict:
+    """The stage: every weight of the sweep, rollouts into `out_dir`, metrics keyed by weight."""
+    from mimic_core.track.evaluate import write_rollout
+
+    ws = ctrl_cost_weights(params["track"])
+    truth = params["data"].get("truth_dir") or None
+    report: dict[str, Any] = {}
+    with atomic_dir(out_dir) as tmp:
+        for w in ws:
+            key = weight_key(w)
+            policy = Path(policies_dir) / key
+            _, metrics, rec, kp, clips, fm = evaluate_policy(params, policy, registered, truth_dir=truth)
+            write_rollout(tmp / f"{key}.h5", rec, kp, clips, fm, key, metrics["data"])
+            report[key] = metrics
+            echo(f"lambda_ctrl {key}: keypoint error {metrics['keypoint_error_mm']['mean']:.3f} mm, joint error "
+                 f"{metrics['joint_error_deg']:.2f} deg, action HF power {metrics['action_hf_power']:.3f}")
+    write_json(metrics_path, report)
+    return report
