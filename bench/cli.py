@@ -234,3 +234,7 @@ from bench.track_cli import evaluate_cmd, train_cmd  # noqa: E402
 
 main.add_command(train_cmd)
 main.add_command(evaluate_cmd)
+
+from bench.throughput import throughput_cmd  # noqa: E402
+
+main.add_command(throughput_cmd)

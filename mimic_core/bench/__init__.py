@@ -1,0 +1,1 @@
+"""Benchmarks of the library itself (the `mimic-bench` commands that time things)."""

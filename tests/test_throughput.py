@@ -1,0 +1,186 @@
+"""`mimic-bench throughput`: env-count parsing, the device choice, a tiny real run (every figure positive and
+finite, JSON + CSV + plot written), and a stop at the first env count that runs out of memory."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import jax
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from bench.cli import main
+from mimic_core.bench import throughput as tp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Small networks and short episodes keep the compiles short; physics as in params (the cpu profile).
+TINY_TRACK = {
+    "env": {"episode_frames": 8, "obs_ref_frames": 2, "joint_scale": 20.0},
+    "network": {"hidden": [16, 16], "intention_size": 2},
+    "ppo": {"num_envs": 8, "unroll_length": 4, "num_minibatches": 2, "update_epochs": 1, "total_env_steps": 96},
+}
+
+
+@pytest.fixture
+def tiny_params(tmp_path) -> Path:
+    """The repository's params with a tiny track section and no registered clips (the synthetic fallback)."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["model"]["xml"] = str(ROOT / p["model"]["xml"])
+    p["track"] = {**p["track"], **TINY_TRACK, "registered_dir": str(tmp_path / "no-clips")}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(p))
+    return path
+
+
+def _numbers(obj, where=""):
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return
+    if isinstance(obj, (int, float)):
+        yield where, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, f"{where}/{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _numbers(v, f"{where}/{i}")
+
+
+def _one(folder: Path, ext: str) -> Path:
+    files = sorted(folder.glob(f"*.{ext}"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+# -- input checks ---------------------------------------------------------------------------
+
+def test_env_counts_parse_sorted_and_distinct():
+    assert tp.parse_env_counts("64, 1,16,1") == [1, 16, 64]
+    assert tp.parse_env_counts([4, 2]) == [2, 4]
+    for bad, named in (("0,abc", ("'0'", "'abc'")), ("1.5", ("'1.5'",)), ("-2", ("'-2'",)), ("4,,8", ("''",))):
+        with pytest.raises(ValueError) as e:
+            tp.parse_env_counts(bad)
+        assert all(n in str(e.value) for n in named), str(e.value)
+
+
+@pytest.mark.parametrize("value, named", [("0,abc", ["'0'", "'abc'"]), ("16,x2", ["'x2'"]), ("-1", ["'-1'"])])
+def test_bad_env_counts_are_a_clear_cli_error(value, named):
+    res = CliRunner().invoke(main, ["throughput", "--envs", value, "--params", str(ROOT / "params.yaml")])
+    assert res.exit_code != 0
+    assert "--envs" in res.output and all(n in res.output for n in named), res.output
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.skipif(any(d.platform == "gpu" for d in jax.devices()), reason="a GPU is present")
+def test_no_gpu_is_a_clear_error():
+    res = CliRunner().invoke(main, ["throughput", "--devices", "gpu", "--envs", "1",
+                                    "--params", str(ROOT / "params.yaml")])
+    assert res.exit_code == 1
+    assert "no GPU device" in res.output, res.output
+
+
+def test_minibatches_divide_the_envs_and_split_over_devices():
+    assert tp.minibatches_for(1, 8) == 1
+    assert tp.minibatches_for(64, 8) == 8
+    assert tp.minibatches_for(12, 8) == 6
+    assert tp.minibatches_for(16, 8, n_devices=4) == 4
+    assert tp.minibatches_for(3, 8, n_devices=2) is None
+
+
+def test_calibration_scales_the_work_to_the_requested_seconds():
+    now = [0.0]
+    t = tp.calibrated_times(lambda k: now.__setitem__(0, now[0] + 0.01 * k), seconds=1.0, repeats=3,
+                            clock=lambda: now[0])
+    assert t["units_per_call"] == 100 and len(t["call_s"]) == 3
+    assert t["median_call_s"] == pytest.approx(1.0)
+
+
+def test_out_of_memory_errors_are_recognised():
+    assert tp.is_out_of_memory(jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 8 bytes"))
+    assert tp.is_out_of_memory(MemoryError())
+    assert not tp.is_out_of_memory(RuntimeError("something else"))
+    assert not tp.is_out_of_memory(ValueError("RESOURCE_EXHAUSTED"))
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_tiny_real_run_writes_finite_positive_figures(tiny_params, tmp_path):
+    out = tmp_path / "reports"
+    res = CliRunner().invoke(main, ["throughput", "--envs", "2", "--seconds", "0.2", "--repeats", "1",
+                                    "--out-dir", str(out), "--params", str(tiny_params)])
+    assert res.exit_code == 0, res.output
+    r = json.loads(_one(out, "json").read_text())
+    assert re.fullmatch(rf"[a-z0-9-]+-{r['hardware']['device_count']}x-\d{{8}}T\d{{6}}Z\.json", _one(out, "json").name)
+    for key in ("hardware", "versions", "git", "params_hash", "physics", "data", "clips", "paper", "results",
+                "settings", "how", "stopped", "largest_envs"):
+        assert key in r, key
+    assert set(r["versions"]) == {"jax", "jaxlib", "mujoco", "mujoco-mjx", "brax", "flax", "python"}
+    assert {"device_kind", "device_count", "cpu_model", "cpu_count", "ram_bytes"} <= set(r["hardware"])
+    assert set(r["git"]) == {"commit", "dirty"}
+    assert r["data"] == "synthetic" and r["clips"]["synthesised"] and "synthesised" in r["clips"]["source"]
+    assert r["physics"]["substeps"] == 2 and r["physics"]["solver"] == "newton"
+    assert [(f["envs"], f["env_steps_per_s"], f["gpus"]) for f in r["paper"]["figures"]] == \
+        [(2048, 600_000, 1), (4096, 1_200_000, 2)]
+    assert r["stopped"] is None and r["largest_envs"] == 2
+    (row,) = r["results"]
+    assert row["envs"] == 2 and set(tp.MEASUREMENTS) <= set(row)
+    for name, key in tp.RATE_KEY.items():
+        assert row[name][key] > 0 and row[name]["physics_steps_per_s"] == pytest.approx(2 * row[name][key])
+    for name in ("physics", "env", "train"):
+        assert row[name]["compile_s"] > 0
+    assert row["physics"]["mean_abs_joint_velocity_deg_s"] > 1.0  # the arm moves
+    assert row["mujoco_c"]["mean_abs_joint_velocity_deg_s"] > 1.0
+    numbers = list(_numbers(row))
+    assert numbers and all(math.isfinite(v) and v > 0 for where, v in numbers if "reward" not in where), numbers
+    assert row["memory"]["max_rss_bytes"] > 0
+    with _one(out, "csv").open() as f:
+        (line,) = list(csv.DictReader(f))
+    assert int(line["envs"]) == 2 and float(line["train_env_steps_per_s"]) == pytest.approx(row["train"]["env_steps_per_s"])
+    assert _one(out, "png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "steps/s" in res.output and "wrote" in res.output
+
+
+def test_out_of_memory_stops_at_the_largest_count_that_fits(tiny_params, tmp_path, monkeypatch):
+    calls = []
+
+    def fake(name, key):
+        def measure(s, n):
+            calls.append((name, n))
+            if name == "train" and n >= 64:
+                raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
+                                                 "123456789 bytes.")
+            return {key: 100.0 * n, "physics_steps_per_s": 200.0 * n, "compile_s": 0.5}
+        return measure
+
+    for name, key in tp.RATE_KEY.items():
+        monkeypatch.setattr(tp, f"measure_{name}", fake(name, key))
+    out = tmp_path / "reports"
+    res = CliRunner().invoke(main, ["throughput", "--envs", "1,16,64,256", "--out-dir", str(out),
+                                    "--params", str(tiny_params)])
+    assert res.exit_code == 0, res.output
+    assert "stopped at 64 envs: out of memory in train" in res.output
+    assert "the largest env count that fits: 16" in res.output
+    r = json.loads(_one(out, "json").read_text())
+    assert [row["envs"] for row in r["results"]] == [1, 16]
+    assert r["results"][1]["train"]["env_steps_per_s"] == 1600.0
+    assert r["stopped"]["envs"] == 64 and r["stopped"]["measurement"] == "train"
+    assert "RESOURCE_EXHAUSTED" in r["stopped"]["error"] and r["largest_envs"] == 16
+    assert ("physics", 256) not in calls  # nothing after the failure
+    assert len(list(csv.DictReader(_one(out, "csv").open()))) == 2
+    assert _one(out, "png").exists()
+
+
+def test_other_errors_are_not_swallowed(tiny_params, tmp_path, monkeypatch):
+    def broken(s, n):
+        raise RuntimeError("a real bug")
+
+    monkeypatch.setattr(tp, "measure_physics", broken)
+    res = CliRunner().invoke(main, ["throughput", "--envs", "1", "--out-dir", str(tmp_path / "r"),
+                                    "--params", str(tiny_params)])
+    assert res.exit_code != 0 and isinstance(res.exception, RuntimeError)
+    assert not (tmp_path / "r").exists()
