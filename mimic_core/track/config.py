@@ -44,6 +44,7 @@ class NetworkConfig:
     kl_warmup_fraction: float = 0.25  # linear warm-up of the KL weight over this share of training
     min_std: float = 0.001            # floor of the action std (pre-tanh)
     init_std: float = 0.7             # action std (pre-tanh) of the untrained policy
+    intention_init_logvar: float = 0.0  # log-variance of the untrained intention (0: N(mean, I))
 
 
 @dataclass(frozen=True)

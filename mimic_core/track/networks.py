@@ -12,7 +12,7 @@ while gradients still reach the encoder.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -47,6 +47,7 @@ class IntentionPolicy(nn.Module):
     intention_size: int
     action_size: int
     std_bias: float
+    logvar_bias: float
 
     def setup(self):
         self.encoder = MLP(self.hidden, 2 * self.intention_size, name="encoder")
@@ -56,7 +57,7 @@ class IntentionPolicy(nn.Module):
     def __call__(self, reference, proprio, eps):
         stats, _ = self.encoder(reference)
         mean, logvar = jnp.split(stats, 2, axis=-1)
-        logvar = jnp.clip(logvar, -10.0, 10.0)
+        logvar = jnp.clip(logvar + self.logvar_bias, -10.0, 10.0)
         z = mean + jnp.exp(0.5 * logvar) * eps
         params, layers = self.decoder(jnp.concatenate([z, proprio], axis=-1))
         loc, scale = jnp.split(params, 2, axis=-1)
@@ -98,9 +99,8 @@ def make_networks(cfg: NetworkConfig, action_size: int) -> Networks:
     # softplus(x + b) + min_std = init_std at x = 0
     target = cfg.init_std - cfg.min_std
     std_bias = float(np.log(np.expm1(target)))
-    return Networks(IntentionPolicy(tuple(cfg.hidden), cfg.intention_size, action_size, std_bias),
+    return Networks(IntentionPolicy(tuple(cfg.hidden), cfg.intention_size, action_size, std_bias,
+                                    cfg.intention_init_logvar),
                     Critic(tuple(cfg.hidden)), NormalTanhDistribution(action_size, min_std=cfg.min_std),
                     cfg.intention_size)
 
-
-ActionFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
