@@ -423,3 +423,22 @@ def test_train_and_evaluate_end_to_end(fm, clips, tmp_path, monkeypatch):
         fm_params = load_forelimb(None, {n: KMAP[n] for n in names})
         np.testing.assert_allclose(f["keypoints"][0], keypoint_positions(fm_params, f["qpos"][0],
                                                                          clips.offsets[0][order]), atol=1e-6)
+
+
+@pytest.mark.real
+def test_real_registered_clips_load_as_references(fm):
+    """The original tool's files (stac-mjx schema, no fps attribute) enter through the same loader."""
+    real = ROOT.parent / "shared" / "real" / "mouse_arm_clips"
+    files = sorted(real.glob("*.h5")) if real.is_dir() else []
+    if not files:
+        pytest.skip(f"real clips not found at {real}")
+    with pytest.raises(DataError, match="frame rate"):
+        load_registered(files[:2], fm.joint_names, kp_names=fm.keypoint_names)
+    clips = load_registered(files, fm.joint_names, fps=200, label="real", kp_names=fm.keypoint_names)
+    assert clips.qpos.shape == (len(files), 100, 4) and clips.label == "real"
+    with h5py.File(files[0]) as f:
+        np.testing.assert_allclose(clips.sites[0], f["marker_sites"][()], atol=1e-7)
+    # Their stored sites are the model's keypoints at their qpos and offsets (our MJCF, our kinematics).
+    from mimic_core.model import keypoint_positions
+
+    np.testing.assert_allclose(keypoint_positions(fm, clips.qpos[0], clips.offsets[0]), clips.sites[0], atol=2e-6)
