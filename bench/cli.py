@@ -238,3 +238,8 @@ main.add_command(evaluate_cmd)
 from bench.throughput import throughput_cmd  # noqa: E402
 
 main.add_command(throughput_cmd)
+
+from bench.analysis_cli import edm_cmd, latents_cmd  # noqa: E402
+
+main.add_command(edm_cmd)
+main.add_command(latents_cmd)

@@ -1,0 +1,344 @@
+"""The `edm` stage: the paper's four simplex-projection analyses on the rollouts of every weight.
+
+* ``kind: sim`` -- a simulated muscle activation (``activations``) predicted from the simulated
+  joint angles (``qpos``), every frame of every clip.
+* ``kind: emg`` -- a prepared EMG envelope channel (``data/prepared/emg.h5``) predicted from the
+  reference joint angles (``qpos_reference``) and the simulated actions of the muscle that channel
+  records (``actions: channel``, via ``model.emg_muscles``) or of all muscles (``actions: all``),
+  over the 300 ms reach epochs.
+
+Series layout. The clips are laid end to end into one NaN-free table (``clips x L`` rows; L = the
+clip's frames for ``sim``, the epoch's frames for ``emg``). The first ``lib_fraction`` of the clips
+(rollout order) are the library, the rest are predicted: no clip is in both, so a prediction never
+borrows a neighbour from its own clip. Each clip is its own lib / pred row pair, trimmed so that no
+embedding vector and no Tp-ahead target crosses into another clip: pyEDM trims the (E-1)|tau|
+embedding rows from every library pair but Tp rows only from the last one, so the other library
+pairs lose their last Tp rows here; prediction pairs lose the embedding rows and their last Tp rows.
+
+Alignment (``emg``). `mimic_core.data.emg.epoch` cuts epoch frame j of a clip at sample
+round(onset_s * fps) + j of the record resampled to the envelope rate; the record starts at the raw
+clip's frame 0, and the rollouts start at raw frame ``prepare.clip.start_frame``. So epoch frame j
+is rollout frame round(onset_s * fps) - start_frame + j, exactly, when the rollouts run at the EMG
+rate; ``actions[k]`` is the control the policy computed at frame k (applied over k -> k+1), so an
+epoch must end before the last frame. Anything else is an error naming the clip.
+
+Significance: ``n_surrogates`` target-shuffled surrogates (the target series permuted, the
+embedding unchanged) give a null distribution of rho; p = (1 + #(null >= rho)) / (1 + n).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from mimic_core.analysis.rollouts import Rollout, check_frames, read_rollout, sweep_keys
+from mimic_core.edm.simplex import simplex_surrogates
+from mimic_core.errors import DataError, ParamsError
+
+KINDS = {"sim": {"kind", "muscle", "E"}, "emg": {"kind", "channel", "actions", "E"}}
+ACTIONS = ("channel", "all")
+TOP_KEYS = {"tau", "Tp", "lib_fraction", "n_surrogates", "seed", "exclusion_radius", "analyses"}
+
+
+# ----------------------------------------------------------------------------------------------
+# settings
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Analysis:
+    name: str
+    kind: str                 # "sim" | "emg"
+    E: int
+    muscle: str = ""          # sim: the simulated muscle (target)
+    channel: str = ""         # emg: the envelope channel (target)
+    actions: str = "channel"  # emg: "channel" (the recorded muscle's action) | "all" (every muscle's)
+
+
+@dataclass(frozen=True)
+class EdmSettings:
+    tau: int
+    Tp: int
+    lib_fraction: float
+    n_surrogates: int
+    seed: int
+    exclusion_radius: int
+    analyses: tuple[Analysis, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tau": self.tau, "Tp": self.Tp, "lib_fraction": self.lib_fraction,
+                "n_surrogates": self.n_surrogates, "seed": self.seed, "exclusion_radius": self.exclusion_radius}
+
+
+def _int(cfg: Mapping, key: str, where: str, lo: int | None = None) -> int:
+    v = cfg.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
+        raise ParamsError(f"params.yaml: '{where}.{key}' must be an integer" + (f" >= {lo}" if lo is not None else "")
+                          + f", got {v!r}")
+    return v
+
+
+def edm_settings(cfg: Any) -> EdmSettings:
+    """params['edm'], checked: every key known, every number in range."""
+    if not isinstance(cfg, Mapping):
+        raise ParamsError("params.yaml: missing 'edm' section")
+    unknown = set(cfg) - TOP_KEYS
+    missing = TOP_KEYS - set(cfg)
+    if unknown or missing:
+        raise ParamsError("params.yaml: 'edm' " + (f"has unknown key(s) {sorted(unknown)} " if unknown else "")
+                          + (f"lacks {sorted(missing)} " if missing else "") + f"(keys: {sorted(TOP_KEYS)})")
+    tau = _int(cfg, "tau", "edm")
+    if tau == 0:
+        raise ParamsError("params.yaml: 'edm.tau' must be non-zero")
+    Tp = _int(cfg, "Tp", "edm", 0)
+    frac = cfg["lib_fraction"]
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
+        raise ParamsError(f"params.yaml: 'edm.lib_fraction' must be a number in (0, 1), got {frac!r}")
+    analyses = cfg["analyses"]
+    if not isinstance(analyses, Mapping) or not analyses:
+        raise ParamsError("params.yaml: 'edm.analyses' must map analysis names to their settings")
+    out = []
+    for name, a in analyses.items():
+        where = f"edm.analyses.{name}"
+        if not isinstance(a, Mapping) or a.get("kind") not in KINDS:
+            raise ParamsError(f"params.yaml: '{where}.kind' must be one of {sorted(KINDS)}")
+        keys = KINDS[a["kind"]]
+        if set(a) != keys:
+            raise ParamsError(f"params.yaml: '{where}' (kind {a['kind']}) needs exactly the keys {sorted(keys)}, "
+                              f"has {sorted(a)}")
+        E = _int(a, "E", where, 1)
+        if a["kind"] == "sim":
+            out.append(Analysis(str(name), "sim", E, muscle=str(a["muscle"])))
+        else:
+            if a["actions"] not in ACTIONS:
+                raise ParamsError(f"params.yaml: '{where}.actions' must be one of {list(ACTIONS)}, got {a['actions']!r}")
+            out.append(Analysis(str(name), "emg", E, channel=str(a["channel"]), actions=a["actions"]))
+    return EdmSettings(tau, Tp, float(frac), _int(cfg, "n_surrogates", "edm", 1), _int(cfg, "seed", "edm", 0),
+                       _int(cfg, "exclusion_radius", "edm", 0), tuple(out))
+
+
+# ----------------------------------------------------------------------------------------------
+# the prepared EMG
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Emg:
+    path: Path
+    envelope: np.ndarray       # (clips, epoch frames, channels)
+    channels: list[str]
+    clip_names: list[str]
+    onset_s: np.ndarray        # (clips,) reach onset from the start of each record
+    fps: float
+    label: str
+
+    def channel(self, name: str) -> int:
+        if name not in self.channels:
+            raise DataError(self.path, "channels", f"no EMG channel {name!r}; the file has {self.channels}")
+        return self.channels.index(name)
+
+
+def load_emg(path: str | Path) -> Emg:
+    """data/prepared/emg.h5 (written by `mimic-bench prepare`), checked."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "prepared EMG file not found (run the `prepare` stage)")
+    with h5py.File(path, "r") as f:
+        for k in ("envelope", "channels", "clip_names", "onset_s"):
+            if k not in f:
+                raise DataError(path, k, f"dataset missing from the EMG file (it has: {', '.join(sorted(f))})")
+        for k in ("fps", "epoch_s", "data"):
+            if k not in f.attrs:
+                raise DataError(path, f"attrs/{k}", "attribute missing from the EMG file")
+        dec = lambda a: [s.decode() if isinstance(s, bytes) else str(s) for s in a]   # noqa: E731
+        env = np.asarray(f["envelope"][()], np.float64)
+        emg = Emg(path, env, dec(f["channels"][()]), dec(f["clip_names"][()]),
+                  np.asarray(f["onset_s"][()], np.float64), float(f.attrs["fps"]),
+                  str(f.attrs["data"].decode() if isinstance(f.attrs["data"], bytes) else f.attrs["data"]))
+        epoch_s = float(f.attrs["epoch_s"])
+    C = len(emg.clip_names)
+    if env.ndim != 3 or env.shape[0] != C or env.shape[2] != len(emg.channels):
+        raise DataError(path, "envelope", f"shape {env.shape} is not (clips {C}, frames, channels {len(emg.channels)})")
+    if emg.onset_s.shape != (C,):
+        raise DataError(path, "onset_s", f"shape {emg.onset_s.shape}; expected one onset per clip ({C})")
+    if env.shape[1] != int(round(epoch_s * emg.fps)):
+        raise DataError(path, "envelope", f"{env.shape[1]} frames per epoch, but epoch_s * fps = "
+                        f"{epoch_s:g} s * {emg.fps:g} Hz")
+    for name, a in (("envelope", env), ("onset_s", emg.onset_s)):
+        if not np.isfinite(a).all():
+            raise DataError(path, name, "holds NaN or infinite values")
+    return emg
+
+
+def epoch_frames(emg: Emg, ro: Rollout, start_frame: int) -> tuple[np.ndarray, np.ndarray]:
+    """(EMG clip index, first rollout frame of the epoch) for each rollout clip, in rollout order."""
+    if sorted(emg.clip_names) != sorted(ro.clip_names):
+        only_emg = sorted(set(emg.clip_names) - set(ro.clip_names))
+        only_ro = sorted(set(ro.clip_names) - set(emg.clip_names))
+        raise DataError(emg.path, "clip_names", f"do not match the clip_names of {ro.path}: only in the EMG "
+                        f"{only_emg or '-'}; only in the rollouts {only_ro or '-'}"
+                        + ("; duplicated names" if not (only_emg or only_ro) else ""))
+    if not np.isclose(ro.fps, emg.fps):
+        raise DataError(ro.path, "fps", f"rollouts at {ro.fps:g} Hz, EMG envelopes ({emg.path}) at {emg.fps:g} Hz: "
+                        "their frames cannot be aligned one to one")
+    idx = np.array([emg.clip_names.index(c) for c in ro.clip_names])
+    n = emg.envelope.shape[1]
+    steps = ro["actions"].shape[1]            # control steps 0..T-2
+    k0 = np.round(emg.onset_s[idx] * emg.fps).astype(np.int64) - int(start_frame)
+    for c, (clip, k) in enumerate(zip(ro.clip_names, k0)):
+        if k < 0 or k + n > steps:
+            raise DataError(emg.path, "onset_s", f"clip {clip}: the epoch (onset {emg.onset_s[idx[c]]:g} s, {n} frames) "
+                            f"covers rollout frames {k}..{k + n - 1} (prepare.clip.start_frame {start_frame}), outside "
+                            f"the rollout's control steps 0..{steps - 1} in {ro.path}")
+    return idx, k0
+
+
+# ----------------------------------------------------------------------------------------------
+# tables and row pairs
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Table:
+    data: np.ndarray          # (clips * L, columns + 1): embedding columns, then the target
+    columns: list[str]
+    target: str
+    L: int                    # rows per clip
+    n_clips: int
+
+
+def sim_table(ro: Rollout, muscle: str) -> Table:
+    """Simulated joint angles -> the simulated activation of `muscle`, every frame of every clip."""
+    m = ro.muscle(muscle)
+    q, act = ro["qpos"], ro["activations"]
+    T = check_frames(ro, "qpos")
+    if act.shape[:2] != q.shape[:2]:
+        raise DataError(ro.path, "activations", f"shape {act.shape} does not match qpos {q.shape} (clips, frames)")
+    if act.shape[2] != len(ro.muscle_names):
+        raise DataError(ro.path, "activations", f"{act.shape[2]} muscles, muscle_names lists {len(ro.muscle_names)}")
+    data = np.concatenate([q, act[..., m:m + 1]], axis=-1).reshape(-1, q.shape[2] + 1)
+    return Table(data, [f"qpos:{j}" for j in ro.joint_names], f"activations:{muscle}", T, len(ro.clip_names))
+
+
+def emg_table(ro: Rollout, emg: Emg, channel: str, action_muscles: Sequence[str], start_frame: int) -> Table:
+    """Reference joint angles and simulated actions -> an EMG envelope channel, over the reach epochs."""
+    ch = emg.channel(channel)
+    cols = [ro.muscle(m) for m in action_muscles]
+    T = check_frames(ro, "qpos_reference", ["actions"])
+    if ro["actions"].shape[2] != len(ro.muscle_names):
+        raise DataError(ro.path, "actions", f"{ro['actions'].shape[2]} muscles, muscle_names lists {len(ro.muscle_names)}")
+    idx, k0 = epoch_frames(emg, ro, start_frame)
+    n = emg.envelope.shape[1]
+    frames = k0[:, None] + np.arange(n)[None, :]                                  # (clips, n) rollout frames
+    take = lambda a: np.take_along_axis(a, frames[..., None], axis=1)            # noqa: E731
+    data = np.concatenate([take(ro["qpos_reference"]), take(ro["actions"])[..., cols],
+                           emg.envelope[idx][..., ch:ch + 1]], axis=-1)
+    names = [f"qpos_reference:{j}" for j in ro.joint_names] + [f"actions:{m}" for m in action_muscles]
+    return Table(data.reshape(-1, data.shape[-1]), names, f"envelope:{channel}", n, len(ro.clip_names))
+
+
+def library_clips(n_clips: int, lib_fraction: float, path=None, field: str | None = None) -> int:
+    """How many of the first clips form the library: round(n_clips * lib_fraction), at least one of each."""
+    n_lib = int(round(n_clips * lib_fraction))
+    if not 1 <= n_lib < n_clips:
+        raise DataError(path, field, f"{n_clips} clips cannot be split into library and prediction clips "
+                        f"with edm.lib_fraction {lib_fraction:g} (need at least one of each)")
+    return n_lib
+
+
+def clip_pairs(n_clips: int, L: int, E: int, tau: int, Tp: int, lib_fraction: float,
+               path=None, field: str | None = None) -> tuple[list[int], list[int], int]:
+    """(lib, pred, n_lib): 1-based row pairs, one per clip, for clips of L rows laid end to end.
+
+    The first round(n_clips * lib_fraction) clips form the library, the others are predicted; rows
+    are trimmed so that no embedding vector and no Tp-ahead target crosses a clip boundary."""
+    if Tp < 0:
+        raise ParamsError("params.yaml: 'edm.Tp' must be >= 0")
+    n_lib = library_clips(n_clips, lib_fraction, path, field)
+    shift = (E - 1) * abs(tau)
+    if L - shift - Tp < 2:
+        raise DataError(path, field, f"series too short: clips of {L} frames leave {L - shift - Tp} predictable "
+                        f"rows each with E = {E}, tau = {tau}, Tp = {Tp}; each clip needs more than "
+                        f"(E-1)|tau| + Tp + 1 = {shift + Tp + 1} frames")
+    lo, hi = (shift, 0) if tau < 0 else (0, shift)
+    lib: list[int] = []
+    for i in range(n_lib):
+        lib += [i * L + 1, (i + 1) * L - (Tp if i < n_lib - 1 else 0)]   # pyEDM trims Tp from the last pair
+    pred: list[int] = []
+    for i in range(n_lib, n_clips):
+        pred += [i * L + 1 + lo, (i + 1) * L - hi - Tp]
+    return lib, pred, n_lib
+
+
+# ----------------------------------------------------------------------------------------------
+# one analysis, the stage
+# ----------------------------------------------------------------------------------------------
+def project(table: Table, E: int, s: EdmSettings, path=None, field: str | None = None) -> dict[str, Any]:
+    """Simplex projection of the table's target with target-shuffled surrogates -> the report entry."""
+    lib, pred, _ = clip_pairs(table.n_clips, table.L, E, s.tau, s.Tp, s.lib_fraction, path, field)
+    ncol = len(table.columns)
+    try:
+        r = simplex_surrogates(table.data, list(range(ncol)), ncol, lib, pred, E=E, Tp=s.Tp, tau=s.tau,
+                               exclusion_radius=s.exclusion_radius, n_surrogates=s.n_surrogates, seed=s.seed)
+    except DataError as e:
+        if e.path is None:
+            raise DataError(path, field, e.reason) from None
+        raise
+    if r.n < 5:
+        raise DataError(path, field, f"series too short: only {r.n} predictions could be scored (need >= 5)")
+    out: dict[str, Any] = {"rho": r.rho, "mae": r.mae, "surrogate_mean": r.null_mean,
+                           "surrogate_p95": r.null_p95, "p_value": r.p_value}
+    undefined = [k for k, v in out.items() if not np.isfinite(v)]
+    for k in undefined:          # a constant target (e.g. a muscle the policy never activates): no correlation
+        out[k] = None
+    if undefined:
+        out["note"] = f"{', '.join(undefined)} undefined: the target or its prediction is constant"
+    out["n"] = int(r.n)
+    return out
+
+
+def run_edm(params: Mapping[str, Any], rollouts_dir: str | Path, emg_path: str | Path,
+            weights: Sequence[str] | None = None, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The stage: {analysis: {weight: {rho, mae, surrogate_mean, surrogate_p95, p_value, n}}, data, settings}."""
+    s = edm_settings(params.get("edm"))
+    keys = sweep_keys(params, weights)
+    start_frame = int(params.get("prepare", {}).get("clip", {}).get("start_frame", 0))
+    emg_muscles = params.get("model", {}).get("emg_muscles", {})
+    emg = load_emg(emg_path) if any(a.kind == "emg" for a in s.analyses) else None
+    need = {"sim": ["qpos", "activations"], "emg": ["qpos_reference", "actions"]}
+    datasets = sorted({d for a in s.analyses for d in need[a.kind]})
+    report: dict[str, Any] = {a.name: {} for a in s.analyses}
+    described: dict[str, Any] = {}
+    labels = set()
+    for key in keys:
+        ro = read_rollout(rollouts_dir, key, datasets)
+        labels.add(ro.label)
+        for a in s.analyses:
+            if a.kind == "sim":
+                table = sim_table(ro, a.muscle)
+                where = (ro.path, f"activations:{a.muscle}")
+            else:
+                if a.actions == "channel":
+                    if a.channel not in emg_muscles:
+                        raise ParamsError(f"params.yaml: 'model.emg_muscles' has no muscle for EMG channel "
+                                          f"{a.channel!r} (analysis {a.name}, actions: channel)")
+                    muscles = [emg_muscles[a.channel]]
+                else:
+                    muscles = list(ro.muscle_names)
+                table = emg_table(ro, emg, a.channel, muscles, start_frame)
+                where = (emg.path, f"envelope:{a.channel}")
+            report[a.name][key] = project(table, a.E, s, *where)
+            described[a.name] = {"kind": a.kind, "E": a.E, "columns": table.columns, "target": table.target,
+                                 "rows_per_clip": table.L}
+            if echo:
+                v = report[a.name][key]
+                fmt = lambda x: "n/a" if x is None else f"{x:.3f}"   # noqa: E731
+                echo(f"{a.name} lambda_ctrl {key}: rho {fmt(v['rho'])} (surrogates mean {fmt(v['surrogate_mean'])}, "
+                     f"p95 {fmt(v['surrogate_p95'])}; p {fmt(v['p_value'])}), n {v['n']}")
+    n_clips = len(ro.clip_names)
+    n_lib = library_clips(n_clips, s.lib_fraction)
+    labels_all = labels | ({emg.label} if emg is not None else set())
+    report["data"] = labels_all.pop() if len(labels_all) == 1 else "mixed"
+    report["data_sources"] = {"rollouts": ", ".join(sorted(labels)), **({"emg": emg.label} if emg else {})}
+    report["settings"] = {**s.as_dict(), "analyses": described, "lib_clips": n_lib, "pred_clips": n_clips - n_lib,
+                          "split": "the first lib_clips clips (rollout order) are the library, the rest are predicted",
+                          "prepare_clip_start_frame": start_frame}
+    return report
