@@ -243,3 +243,7 @@ from bench.analysis_cli import edm_cmd, latents_cmd  # noqa: E402
 
 main.add_command(edm_cmd)
 main.add_command(latents_cmd)
+
+from bench.report_cli import report_cmd  # noqa: E402
+
+main.add_command(report_cmd)
