@@ -30,8 +30,7 @@ def abstract_policy(nets: Networks, env: ImitationEnv) -> dict:
 
     def build(key):
         params = nets.init(key, env.observation_size)
-        obs = jax.tree_util.tree_map(lambda x: x, env.reset(key).obs)
-        return {"params": params, "obs_norm": running_statistics.init_state(obs)}
+        return {"params": params, "obs_norm": running_statistics.init_state(env.reset(key).obs)}
 
     return jax.eval_shape(build, jax.random.PRNGKey(0))
 

@@ -1,7 +1,6 @@
 """Reference clips for imitation: registered joint angles (stac-mjx schema) loaded onto the device."""
 from __future__ import annotations
 
-import glob as globlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -106,8 +105,7 @@ def load_registered(paths: Sequence[str | Path], joint_names: Sequence[str], fps
 
 def find_registered(pattern_or_dir: str | Path) -> list[Path]:
     """`dir` -> dir/*.h5; otherwise a glob pattern. Sorted, so clip order is stable."""
+    from mimic_core.data.prepare import find_files
+
     p = Path(pattern_or_dir)
-    files = sorted(p.glob("*.h5")) if p.is_dir() else sorted(Path(x) for x in globlib.glob(str(pattern_or_dir)))
-    if not files:
-        raise DataError(pattern_or_dir, None, "no registered clips (*.h5) found")
-    return files
+    return find_files(str(p / "*.h5") if p.is_dir() else str(pattern_or_dir), "registered clips")

@@ -8,7 +8,6 @@ non-finite loss or parameter stops the run with a clear error; the last good che
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import shutil
 import time
@@ -19,7 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from mimic_core.errors import MimicError
+from mimic_core.errors import DataError, MimicError
 from mimic_core.io import atomic_path, write_json
 from mimic_core.track.train import METRIC_KEYS, Trainer, TrainState, finite_metrics, place
 
@@ -28,10 +27,6 @@ CSV_FIELDS = ("iteration", "env_steps", "seconds", "steps_per_s", *METRIC_KEYS)
 
 class TrainingDiverged(MimicError):
     """The loss or the parameters became non-finite."""
-
-
-def config_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _manager(ckpt_dir: Path) -> ocp.CheckpointManager:
@@ -147,18 +142,20 @@ def save_policy(out_dir: Path, state: TrainState, meta: dict) -> None:
         raise
 
 
-def load_policy(policy_dir: Path, abstract: dict) -> tuple[dict, dict]:
-    """(params and obs statistics, metadata) of a saved policy; `abstract` gives the structure."""
-    from mimic_core.errors import DataError
-
-    policy_dir = Path(policy_dir)
-    meta_path = policy_dir / "policy.json"
+def policy_meta(policy_dir: Path) -> dict:
+    """How a saved policy was made (its policy.json); a folder without one is not a policy."""
+    meta_path = Path(policy_dir) / "policy.json"
     if not meta_path.is_file():
         raise DataError(policy_dir, "policy.json", "not a trained policy (run `mimic-bench train` first)")
-    meta = json.loads(meta_path.read_text())
+    return json.loads(meta_path.read_text())
+
+
+def load_policy(policy_dir: Path, abstract: dict) -> dict:
+    """Parameters and observation statistics of a saved policy; `abstract` gives the structure."""
+    policy_dir = Path(policy_dir)
     with ocp.StandardCheckpointer() as ckptr:
         try:
             payload = ckptr.restore((policy_dir / "params").resolve(), abstract)
         except Exception as e:  # orbax raises several types for a structure that does not fit
             raise DataError(policy_dir, "params", f"cannot restore the policy (made with other settings?): {e}") from e
-    return payload, meta
+    return payload

@@ -1,6 +1,8 @@
 """The `train` and `evaluate` stages: params + registered clips -> policies -> rollouts and metrics."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -10,6 +12,7 @@ import numpy as np
 from mimic_core.errors import DataError, ParamsError
 from mimic_core.io import atomic_dir, write_json
 from mimic_core.model import ForelimbModel, load_forelimb
+from mimic_core.params import params_hash
 from mimic_core.track.config import TrackConfig, ctrl_cost_weights, track_config, weight_key
 from mimic_core.track.env import ImitationEnv
 from mimic_core.track.reference import ReferenceClips, find_registered, load_registered
@@ -53,15 +56,16 @@ def run_train(params: Mapping[str, Any], weight: str, out_dir: Path, metrics_csv
               progress: Callable[[dict], None] | None = None, registered: str | None = None,
               stop_after: int | None = None) -> dict:
     """Train one policy of the sweep; resumes from its checkpoints when the settings are the same."""
-    from mimic_core.track.run import config_hash, fit, save_policy, write_rows
+    from mimic_core.track.run import fit, save_policy, write_rows
     from mimic_core.track.train import make_train
 
     w = find_weight(params, weight)
     cfg, fm, clips, env = setup(params, w, registered)
     trainer = make_train(cfg, env)
-    settings = {"track": _asdict(cfg), "model": dict(params["model"]), "clips": clips.clip_names,
+    settings = {"track": dataclasses.asdict(cfg), "model": dict(params["model"]), "clips": clips.clip_names,
                 "n_devices": trainer.mesh.devices.size}
-    h = config_hash({**settings, "reference_md5": _md5(clips)})
+    reference_md5 = hashlib.md5(np.ascontiguousarray(clips.qpos).tobytes()).hexdigest()
+    h = params_hash({**settings, "reference_md5": reference_md5})
     ckpt = Path(ckpt_root) / f"{weight_key(w)}-{h}"
     state, rows = fit(trainer, jax.random.PRNGKey(cfg.ppo.seed), ckpt, progress, stop_after=stop_after)
     last = rows[-1] if rows else {}
@@ -75,35 +79,19 @@ def run_train(params: Mapping[str, Any], weight: str, out_dir: Path, metrics_csv
     return meta
 
 
-def _asdict(cfg: TrackConfig) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(cfg)
-
-
-def _md5(clips: ReferenceClips) -> str:
-    import hashlib
-
-    return hashlib.md5(np.ascontiguousarray(clips.qpos).tobytes()).hexdigest()
-
-
 def evaluate_policy(params: Mapping[str, Any], policy_dir: Path, registered: str | None, label: str | None = None,
                     truth_dir: str | None = None, fps: float | None = None):
     """Roll out one saved policy on clips; returns (metrics, records, keypoints, clips, fm)."""
     from mimic_core.track.evaluate import (abstract_policy, load_truth_activation, rollout_clips,
                                            tracking_metrics)
     from mimic_core.track.networks import make_networks
-    from mimic_core.track.run import load_policy
+    from mimic_core.track.run import load_policy, policy_meta
 
-    meta_path = Path(policy_dir) / "policy.json"
-    if not meta_path.is_file():
-        raise DataError(policy_dir, "policy.json", "not a trained policy (run `mimic-bench train` first)")
-    import json
-
-    weight = json.loads(meta_path.read_text())["ctrl_cost_weight"]
+    meta = policy_meta(Path(policy_dir))
+    weight = meta["ctrl_cost_weight"]
     cfg, fm, clips, env = setup(params, float(weight), registered, fps=fps)
     nets = make_networks(cfg.network, env.action_size)
-    policy, meta = load_policy(Path(policy_dir), abstract_policy(nets, env))
+    policy = load_policy(Path(policy_dir), abstract_policy(nets, env))
     rec = rollout_clips(env, nets, policy, cfg.ppo.normalize_observations)
     truth = load_truth_activation(Path(truth_dir), clips.clip_names, clips.n_frames) if truth_dir else None
     metrics, kp = tracking_metrics(rec, clips, fm, cfg, truth)

@@ -83,8 +83,6 @@ def make_train(config: TrackConfig, env: ImitationEnv, mesh: Mesh | None = None)
     n_iter = config.iterations
     optimizer = optax.chain(optax.clip_by_global_norm(ppo.max_grad_norm), optax.adam(ppo.learning_rate))
     shard_envs = NamedSharding(mesh, P("envs"))
-    shard_steps = NamedSharding(mesh, P(None, "envs"))
-    replicated = NamedSharding(mesh, P())
     warmup_iters = config.network.kl_warmup_fraction * n_iter
     B, L = ppo.num_envs, config.network.intention_size
 
