@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from bench.cli import clear_errors, params_option
+from bench.common import clear_errors, params_option
 
 rollouts_option = click.option("--rollouts", "rollouts_dir", default="data/rollouts", show_default=True,
                                type=click.Path(file_okay=False), help="Rollout files, one <weight>.h5 per weight.")

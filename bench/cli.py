@@ -1,30 +1,13 @@
 """The `mimic-bench` command line: a thin layer over mimic_core's pure functions."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 import json
 import sys
 
 import click
 
-from mimic_core.errors import MimicError
-
-
-def clear_errors(fn):
-    """Report pipeline errors as one clear line and exit 1, without a traceback."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except MimicError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
-    return wrapper
-
-
-params_option = click.option("--params", "params_path", default="params.yaml", show_default=True,
-                              type=click.Path(dir_okay=False), help="The params file.")
+from bench.common import clear_errors, params_option  # noqa: F401  (re-exported)
 
 
 @click.group()

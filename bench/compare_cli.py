@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from bench.cli import clear_errors, params_option
+from bench.common import clear_errors, params_option
 
 
 @click.command("compare")

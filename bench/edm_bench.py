@@ -2,12 +2,12 @@
 
 One run measures, on a deterministic 5-D Lorenz-96 series (library of --n-lib rows, --n-pred
 predictions after it):
-  (a) an E x Tp scan (default E 1-10 x Tp 1-10, univariate V1, tau -1): ours as one compiled
-      call (wall time including compile, and the steady-state time of a second call) against
-      one pyEDM.Simplex call per (E, Tp);
+  (a) an E x Tp scan (default E 1-10 x Tp 1-10, univariate V1, tau -1): ours as one
+      simplex_scan call against one pyEDM.Simplex call per (E, Tp);
   (b) one analysis (E 3, Tp 1) with --surrogates target-shuffled surrogates: ours in one call
       against pyEDM.Simplex run once on the data and once per shuffled target column;
-and how far the rho values differ.  The pyEDM side runs once.  Writes JSON to
+and how far the rho values differ.  Our first call (which compiles) is timed apart; then
+--repeats runs of each side, alternating, and the medians give the ratios.  Writes JSON to
 reports/benchmarks/edm-<backend>-<cores>.json and prints a short table.
 """
 from __future__ import annotations
@@ -50,9 +50,11 @@ def _rho(o, p):
 @click.option("--max-Tp", "max_Tp", default=10, show_default=True, type=int, help="Scan Tp 1..max-Tp.")
 @click.option("--surrogates", default=100, show_default=True, type=int, help="Shuffled surrogates.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--repeats", default=3, show_default=True, type=int,
+              help="Timed repeats of each workload on each side (after one warm-up call of ours); the median is reported.")
 @click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
               help="Report path (default reports/benchmarks/edm-<backend>-<cores>.json).")
-def edm_bench_cmd(n_lib, n_pred, max_E, max_Tp, surrogates, seed, out_path):
+def edm_bench_cmd(n_lib, n_pred, max_E, max_Tp, surrogates, seed, repeats, out_path):
     """Benchmark simplex scan + surrogates: ours (JAX) vs pyEDM, same data, one run."""
     import jax
     import pandas as pd
@@ -74,36 +76,50 @@ def edm_bench_cmd(n_lib, n_pred, max_E, max_Tp, surrogates, seed, out_path):
     Es, Tps = list(range(1, max_E + 1)), list(range(1, max_Tp + 1))
     arr = df[["V1"]].to_numpy()
 
+    if repeats < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--repeats")
+
+    def ours_scan():
+        return simplex_scan(arr, [0], [0], lib, pred, E=Es, Tp=Tps, tau=-1)
+
+    def ours_sur():
+        return simplex_surrogates(arr, [0], [0], lib, pred, E=3, Tp=1, n_surrogates=surrogates, seed=seed)
+
+    shuf = shuffled_targets(df["V1"].to_numpy(), surrogates, seed)
+    dfs = pd.concat([df, pd.DataFrame(shuf.T, columns=[f"S{s}" for s in range(surrogates)])], axis=1)
+
+    def ref_scan():
+        out = np.full((len(Es), len(Tps)), np.nan)
+        for i, E in enumerate(Es):
+            for j, Tp in enumerate(Tps):
+                r = pyEDM.Simplex(dataFrame=df, columns="V1", target="V1", lib=lib, pred=pred, E=E, Tp=Tp, tau=-1)
+                out[i, j] = _rho(r.Observations.to_numpy(), r.Predictions.to_numpy())
+        return out
+
+    def ref_sur():
+        out = []
+        for tgt in ["V1"] + [f"S{s}" for s in range(surrogates)]:
+            r = pyEDM.Simplex(dataFrame=dfs, columns="V1", target=tgt, lib=lib, pred=pred, E=3, Tp=1)
+            out.append(_rho(r.Observations.to_numpy(), r.Predictions.to_numpy()))
+        return np.asarray(out)
+
     def timed(fn):
         t = time.perf_counter(); r = fn(); return r, time.perf_counter() - t
 
-    # ---- ours: scan
-    scan, t_scan_first = timed(lambda: simplex_scan(arr, [0], [0], lib, pred, E=Es, Tp=Tps, tau=-1))
-    scan, t_scan = timed(lambda: simplex_scan(arr, [0], [0], lib, pred, E=Es, Tp=Tps, tau=-1))
-    # ---- ours: surrogates
-    sur, t_sur_first = timed(lambda: simplex_surrogates(arr, [0], [0], lib, pred, E=3, Tp=1,
-                                                        n_surrogates=surrogates, seed=seed))
-    sur, t_sur = timed(lambda: simplex_surrogates(arr, [0], [0], lib, pred, E=3, Tp=1,
-                                                  n_surrogates=surrogates, seed=seed))
-
-    # ---- pyEDM (once)
     warnings.simplefilter("ignore")
-    t = time.perf_counter()
-    ref_scan = np.full((len(Es), len(Tps)), np.nan)
-    for i, E in enumerate(Es):
-        for j, Tp in enumerate(Tps):
-            r = pyEDM.Simplex(dataFrame=df, columns="V1", target="V1", lib=lib, pred=pred, E=E, Tp=Tp, tau=-1)
-            ref_scan[i, j] = _rho(r.Observations.to_numpy(), r.Predictions.to_numpy())
-    t_ref_scan = time.perf_counter() - t
-    shuf = shuffled_targets(df["V1"].to_numpy(), surrogates, seed)
-    dfs = pd.concat([df, pd.DataFrame(shuf.T, columns=[f"S{s}" for s in range(surrogates)])], axis=1)
-    t = time.perf_counter()
-    ref_sur = []
-    for tgt in ["V1"] + [f"S{s}" for s in range(surrogates)]:
-        r = pyEDM.Simplex(dataFrame=dfs, columns="V1", target=tgt, lib=lib, pred=pred, E=3, Tp=1)
-        ref_sur.append(_rho(r.Observations.to_numpy(), r.Predictions.to_numpy()))
-    t_ref_sur = time.perf_counter() - t
-    ref_sur = np.asarray(ref_sur)
+    # first calls (ours compiles here), then the repeats, ours and pyEDM alternating so that
+    # both sides see the same machine load
+    _, t_scan_first = timed(ours_scan)
+    _, t_sur_first = timed(ours_sur)
+    times = {k: [] for k in ("scan", "sur", "ref_scan", "ref_sur")}
+    for _ in range(repeats):
+        scan, t = timed(ours_scan); times["scan"].append(t)
+        ref_scan_rho, t = timed(ref_scan); times["ref_scan"].append(t)
+        sur, t = timed(ours_sur); times["sur"].append(t)
+        ref_sur_rho, t = timed(ref_sur); times["ref_sur"].append(t)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    t_scan, t_sur, t_ref_scan, t_ref_sur = med["scan"], med["sur"], med["ref_scan"], med["ref_sur"]
+    ref_scan, ref_sur = ref_scan_rho, ref_sur_rho
 
     d_scan = float(np.nanmax(np.abs(scan["rho"][:, 0, :, 0] - ref_scan)))
     d_sur = float(max(abs(sur.rho - ref_sur[0]), np.nanmax(np.abs(sur.null - ref_sur[1:]))))
@@ -112,12 +128,16 @@ def edm_bench_cmd(n_lib, n_pred, max_E, max_Tp, surrogates, seed, out_path):
     report = {
         "machine": machine_info() | {"pyEDM": pyEDM.__version__ if hasattr(pyEDM, "__version__") else "2.5.7"},
         "data": {"kind": "Lorenz-96, 5-D, RK4 dt 0.05, seed %d" % seed, "n_lib": n_lib, "n_pred": n_pred},
+        "timing": f"median of {repeats} runs per side, ours and pyEDM alternating; ours after one "
+                  "first call (compile), reported apart",
         "scan": {"E": [1, max_E], "Tp": [1, max_Tp], "tau": -1,
                  "ours_first_call_s": t_scan_first, "ours_s": t_scan, "pyedm_s": t_ref_scan,
+                 "ours_runs_s": times["scan"], "pyedm_runs_s": times["ref_scan"],
                  "speedup": t_ref_scan / t_scan, "speedup_first_call": t_ref_scan / t_scan_first,
                  "max_abs_rho_diff": d_scan},
         "surrogates": {"n": surrogates, "E": 3, "Tp": 1,
                        "ours_first_call_s": t_sur_first, "ours_s": t_sur, "pyedm_s": t_ref_sur,
+                       "ours_runs_s": times["sur"], "pyedm_runs_s": times["ref_sur"],
                        "speedup": t_ref_sur / t_sur, "speedup_first_call": t_ref_sur / t_sur_first,
                        "max_abs_rho_diff": d_sur, "rho": sur.rho, "p_value": sur.p_value,
                        "null_mean": sur.null_mean, "null_p95": sur.null_p95},

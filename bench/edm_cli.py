@@ -6,7 +6,7 @@ import re
 
 import click
 
-from bench.cli import clear_errors
+from bench.common import clear_errors
 from mimic_core.errors import DataError
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bench.cli import clear_errors, params_option
+from bench.common import clear_errors, params_option
 from mimic_core.report import Sources
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from bench.cli import clear_errors, params_option
+from bench.common import clear_errors, params_option
 
 DEFAULT_ENVS = "1,16,64,256,1024,4096"
 

@@ -22,12 +22,16 @@ Formatting.FormatProjection, AuxFunc.ComputeError):
   fewer than 5).  ``mae`` is the mean absolute error; ``max_error`` is what pyEDM 2.5.7 labels
   "MAE" (``max(obs - pred)``, a pyEDM quirk).  pyEDM rounds to 6 digits, we do not.
 
-The heavy part is one jit-compiled call: ``lax.map`` over (E, tau) embeddings, and inside, for
-one distance matrix and one ``top_k``, ``vmap`` over Tp and over target series / shuffled
-surrogates.  Computation runs in float64 inside ``jax.enable_x64(True)`` only.
+Work is not done twice.  Neighbours are searched once per embedding (tau, E) with scipy's
+cKDTree (as pyEDM does), for every Tp at once, one embedding per thread; the search is exact,
+ties included (see ``_candidates``).  Weights, projections and statistics for every (tau, E),
+Tp and target series / shuffled surrogate are then one jit-compiled JAX call (``lax.map`` over
+embeddings, ``vmap`` over Tp and targets).  Computation runs in float64 inside
+``jax.enable_x64(True)`` only.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 import os
@@ -38,7 +42,6 @@ import numpy as np
 from mimic_core.edm.embed import embed
 from mimic_core.errors import DataError
 
-PAD = 8  # extra top_k candidates to resolve distance ties exactly as pyEDM's tie-break does
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,10 +125,13 @@ def _check_pairs(pairs: list[int], n: int, name: str, strict: bool) -> list[tupl
     return out
 
 
-def _lib_rows(pairs, E: int, tau: int, Tp: int, n: int) -> np.ndarray:
-    """pyEDM CreateIndices (not embedded) + RemoveNan for complete data: 0-based library rows."""
+def _lib_mask(pairs, E: int, tau: int, Tp: int, n: int) -> np.ndarray:
+    """pyEDM CreateIndices (not embedded) + RemoveNan for complete data: the library rows as a
+    boolean mask over the n data rows."""
     shift = abs(tau) * (E - 1)
-    rows = []
+    mask = np.zeros(n, bool)
+    n_rows = n_ok = 0
+    last = None
     for r, (start, stop) in enumerate(pairs):
         if tau < 0:
             start = start + shift
@@ -135,21 +141,26 @@ def _lib_rows(pairs, E: int, tau: int, Tp: int, n: int) -> np.ndarray:
             start = max(start, start + abs(Tp) - 1)
         elif r == len(pairs) - 1:
             stop = stop - Tp
-        rows.append(np.arange(start - 1, stop, dtype=np.int64))
-    lib = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        a, b = start - 1, stop                      # 0-based rows a .. b-1
+        if b <= a:
+            continue
+        n_rows += b - a
+        last = b - 1
+        # RemoveNan: rows whose embedding vector is incomplete (only possible at the data edges)
+        lo, hi = (max(a, shift, 0), min(b, n)) if tau < 0 else (max(a, 0), min(b, n - shift))
+        if hi > lo:
+            n_ok += hi - lo
+            mask[lo:hi] = True
     vec_len = abs(max(-shift, 0, Tp) - min(-shift, 0, Tp)) + 1
-    if vec_len > len(lib):
+    if vec_len > n_rows:
         raise DataError(None, "lib", f"E = {E}, tau = {tau}, Tp = {Tp} need {vec_len} rows "
-                                     f"(E*|tau| + |Tp|) but the library has {len(lib)}")
-    if len(lib) and lib[-1] >= n:
-        raise DataError(None, "lib", f"library row {lib[-1] + 1} is past the last data row {n}")
-    # RemoveNan: rows whose embedding vector is incomplete (only possible at the data edges)
-    ok = (lib >= shift) if tau < 0 else (lib <= n - 1 - shift)
-    lib = lib[ok & (lib >= 0)]
-    if len(lib) < E + 1:
-        raise DataError(None, "lib", f"the library has {len(lib)} usable rows, fewer than the "
+                                     f"(E*|tau| + |Tp|) but the library has {n_rows}")
+    if last is not None and last >= n:
+        raise DataError(None, "lib", f"library row {last + 1} is past the last data row {n}")
+    if n_ok < E + 1:
+        raise DataError(None, "lib", f"the library has {n_ok} usable rows, fewer than the "
                                      f"{E + 1} neighbours simplex needs (E = {E}, tau = {tau}, Tp = {Tp})")
-    return lib
+    return mask
 
 
 def _pred_rows(pairs, E: int, tau: int, n: int):
@@ -174,61 +185,49 @@ def _layout(pred_list, pred_all, tau: int, Tp: int, n: int):
     if len(pred_i) == 0:
         raise DataError(None, "pred", "no valid prediction rows: examine pred, E, tau and Tp")
     tpm = abs(Tp)
-    out_size = 0
-    obs_i: list[int] = []
-    for seg in pred_list:
-        out_size += len(seg) + tpm
-        if len(seg) == 0:
-            continue
-        seg = list(seg)
-        if Tp == 0:
-            app = seg
-        elif Tp > 0:
-            app = seg + list(range(seg[-1] + 1, seg[-1] + Tp + 1)) if seg[-1] + Tp < n else seg
-        else:
-            app = list(range(seg[0] + Tp, seg[0])) + seg if seg[0] + Tp > -1 else seg
-        obs_i += app
-    pred_out: list[int] = []
+    out_size = sum(len(seg) + tpm for seg in pred_list)
+    segs = [seg for seg in pred_list if len(seg)]
+    obs_parts, pred_parts = [], []
     p0 = 0
-    for seg in pred_list:
+    for seg in segs:
         m = len(seg)
-        if m == 0:
-            continue
-        if Tp == 0:
-            r = list(range(p0, p0 + m)); pred_out += r; p0 = pred_out[-1] + 1
-        elif Tp > 0:
-            r = list(range(p0 + Tp, p0 + Tp + m)); pred_out += r; p0 = pred_out[-1] + 1
+        if Tp > 0 and seg[-1] + Tp < n:
+            obs_parts += [seg, np.arange(seg[-1] + 1, seg[-1] + Tp + 1)]
+        elif Tp < 0 and seg[0] + Tp > -1:
+            obs_parts += [np.arange(seg[0] + Tp, seg[0]), seg]
         else:
-            r = list(range(p0, p0 + m)); pred_out += r; p0 = pred_out[-1] + tpm + 1
+            obs_parts.append(seg)
+        start = p0 + Tp if Tp > 0 else p0
+        pred_parts.append(np.arange(start, start + m))
+        p0 = start + m + (tpm if Tp < 0 else 0)
+    obs_i = np.concatenate(obs_parts).astype(np.int64)
+    pred_out = np.concatenate(pred_parts).astype(np.int64)
     if len(pred_i) != len(pred_out):   # cannot happen without NaN data; kept for fidelity
         m = len(pred_out)
         keys = pred_all[-m:] if tau < 0 else pred_all[:m]
-        d = dict(zip(keys.tolist(), pred_out))
-        pred_out = [d[i] for i in pred_i.tolist()]
-    obs_i_a = np.asarray(obs_i, dtype=np.int64)
+        d = dict(zip(keys.tolist(), pred_out.tolist()))
+        pred_out = np.array([d[i] for i in pred_i.tolist()], dtype=np.int64)
     if Tp > 0:
         obs_out = np.arange(len(obs_i)) if obs_i[-1] + Tp > n - 1 else np.arange(out_size)
     else:
         obs_out = np.arange(len(obs_i))
         if pred_i[0] + Tp < 0:
             obs_out = obs_out + (tpm - pred_i[0])
-    pred_out_a = np.asarray(pred_out, dtype=np.int64)
-    out_len = int(max(pred_out_a[-1], obs_out[-1])) + 1
+    out_len = int(max(pred_out[-1], obs_out[-1])) + 1
     obs_rows_out = np.full(out_len, -1, dtype=np.int64)
-    obs_rows_out[obs_out] = obs_i_a
-    rows = np.full(out_len, np.iinfo(np.int64).min, dtype=np.int64)
-    rows[obs_out] = obs_i_a
-    # rows without an observation (the |Tp| padding): continue from the neighbouring rows
-    known = np.flatnonzero(rows != np.iinfo(np.int64).min)
-    for k in range(out_len):
-        if rows[k] == np.iinfo(np.int64).min:
-            before = known[known < k]
-            if before.size:
-                rows[k] = rows[before[-1]] + (k - before[-1])
-            else:
-                after = known[known > k]
-                rows[k] = rows[after[0]] - (after[0] - k)
-    return out_len, obs_rows_out, pred_out_a, rows, pred_i
+    obs_rows_out[obs_out] = obs_i
+    # rows without an observation (the |Tp| padding) continue from the nearest known row before
+    # them, or (leading rows) count back from the first known row
+    known = np.zeros(out_len, bool)
+    known[obs_out] = True
+    rows = np.zeros(out_len, dtype=np.int64)
+    rows[obs_out] = obs_i
+    k = np.arange(out_len)
+    prev = np.maximum.accumulate(np.where(known, k, -1))
+    first = int(np.flatnonzero(known)[0])
+    rows = np.where(known, rows, np.where(prev >= 0, rows[np.maximum(prev, 0)] + (k - prev),
+                                          rows[first] - (first - k)))
+    return out_len, obs_rows_out, pred_out, rows, pred_i
 
 
 def _check_finite(data: np.ndarray, col_idx: Sequence[int], names, path=None) -> None:
@@ -318,18 +317,95 @@ def load_csv(path: str | os.PathLike, columns: Sequence[str], targets: Sequence[
 
 
 # ----------------------------------------------------------------------------------------------
-# the JAX kernel
+# neighbours: scipy's cKDTree (what pyEDM uses), queried once per embedding for every Tp
+# ----------------------------------------------------------------------------------------------
+def _query(tree, Q, k, workers=-1):
+    d, i = tree.query(Q, k=k, workers=workers)
+    return d.reshape(len(Q), k), i.reshape(len(Q), k)
+
+
+def _candidates(Xe, lib_tp, pred_rows, pred_ok, knn: int, excl: int, workers: int = -1):
+    """Library candidates of each prediction row that provably hold its ``knn`` nearest
+    neighbours under every Tp's library and the exclusion radius, ties included.
+
+    ``lib_tp`` (nTp, N) holds each Tp's library.  The rows in every one of them (the core) go in
+    one tree, queried with knn + 1 neighbours plus the rows the exclusion radius may remove.  A
+    row is complete when its knn-th admissible distance is below the largest one returned:
+    every core row left out is then strictly farther.  Rows that are not (a tie that runs past
+    the candidates) are queried again with twice as many, up to the whole core.  The few rows
+    that only some Tp libraries hold (a longer Tp drops the library's last rows) are added to
+    a prediction row's candidates where they are no farther than its knn-th core neighbour.
+    Returns (idx (P, k) data rows, d (P, k) inf padded, adm (nTp, P, k): candidate admissible
+    for that Tp), each row in pyEDM's order (distance, |pred_row - lib_row|, lib_row)."""
+    from scipy.spatial import cKDTree
+
+    core = np.flatnonzero(lib_tp.all(axis=0))
+    extra = np.flatnonzero(lib_tp.any(axis=0) & ~lib_tp.all(axis=0))
+    nc, P = len(core), len(pred_rows)
+    lo = np.searchsorted(core, pred_rows - excl, "left")
+    hi = np.searchsorted(core, pred_rows + excl, "right")
+    k = min(knn + 1 + int((hi - lo)[pred_ok].max(initial=0)), nc)
+    idx = np.zeros((P, k), np.int64)
+    d = np.full((P, k), np.inf)
+    kth = np.full(P, np.inf)
+    rows = np.flatnonzero(pred_ok)
+    tree = cKDTree(Xe[core], leafsize=32, balanced_tree=False) if rows.size and nc else None
+    while tree is not None and rows.size:
+        dq, iq = _query(tree, Xe[pred_rows[rows]], k, workers)
+        iq = core[np.minimum(iq, nc - 1)]
+        if k > idx.shape[1]:
+            idx = np.pad(idx, ((0, 0), (0, k - idx.shape[1])))
+            d = np.pad(d, ((0, 0), (0, k - d.shape[1])), constant_values=np.inf)
+        idx[rows], d[rows] = iq, dq
+        n_ok = np.cumsum(np.abs(pred_rows[rows][:, None] - iq) > excl, axis=1)
+        enough = n_ok[:, -1] >= knn
+        kth[rows] = np.where(enough, dq[np.arange(len(rows)), np.argmax(n_ok >= knn, axis=1)], np.inf)
+        if k >= nc:
+            break
+        rows = rows[~(enough & (kth[rows] < dq[:, -1]))]
+        k = min(2 * k, nc)
+    if extra.size and pred_ok.any():
+        dx, ix = _query(cKDTree(Xe[extra]), Xe[pred_rows], len(extra), workers=1)
+        ix = extra[np.minimum(ix, len(extra) - 1)]
+        near = (dx <= kth[:, None]) & pred_ok[:, None]
+        m = int(near.sum(axis=1).max())
+        if m:
+            idx = np.concatenate([idx, np.where(near, ix, 0)[:, :m]], axis=1)
+            d = np.concatenate([d, np.where(near, dx, np.inf)[:, :m]], axis=1)
+            merge = np.flatnonzero(near[:, 0])     # extras come nearest first, so near[:, 0] says if any
+            o = np.argsort(d[merge], axis=1, kind="stable")
+            idx[merge] = np.take_along_axis(idx[merge], o, axis=1)
+            d[merge] = np.take_along_axis(d[merge], o, axis=1)
+    _tie_order(idx, d, pred_rows)
+    adm = np.isfinite(d) & (np.abs(pred_rows[:, None] - idx) > excl)
+    adm = np.broadcast_to(adm, (len(lib_tp),) + adm.shape).copy()
+    if extra.size:
+        r, c = np.nonzero(np.isin(idx, extra) & np.isfinite(d))
+        adm[:, r, c] &= lib_tp[:, idx[r, c]]
+    return idx, d, adm
+
+
+def _tie_order(idx, d, pred_rows):
+    """Put equal distances in pyEDM's order (|pred_row - lib_row|, then lib_row), in place, on
+    the rows that have any (the tree sorts by distance alone)."""
+    tied = np.flatnonzero(((d[:, 1:] == d[:, :-1]) & np.isfinite(d[:, 1:])).any(axis=1))
+    if tied.size:
+        i, dd = idx[tied], d[tied]
+        order = np.lexsort((i, np.abs(pred_rows[tied][:, None] - i), dd), axis=-1)
+        idx[tied] = np.take_along_axis(i, order, axis=1)
+        d[tied] = np.take_along_axis(dd, order, axis=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# the JAX kernel: weights, projections and statistics for every (embedding, Tp, target)
 # ----------------------------------------------------------------------------------------------
 _KERNEL = None
-EXTRA = 16  # float32 pre-selection keeps this many more candidates than needed
 
 
 def _kernel():
-    """Build the jit-compiled scan.  Per tau, ``lax.scan`` walks E = 1..Emax adding one delay
-    lag (C columns) to the running squared-distance matrix (so an E-scan computes each lag once);
-    for each requested E a float32 ``top_k`` pre-selects candidates (exact float64 re-ranking,
-    with a float64 ``top_k`` fallback whenever float32 rounding could have hidden a neighbour),
-    then ``vmap`` over Tp (library mask, tie ordering, weights) and over target series /
+    """Build the jit-compiled projection.  ``lax.map`` over (tau, E) embeddings; for each, the
+    candidates are put once in pyEDM's order (distance, |pred_row - lib_row|, lib_row), then
+    ``vmap`` over Tp (the first knn admissible candidates in that order) and over target series /
     surrogates (projection and statistics)."""
     global _KERNEL
     if _KERNEL is not None:
@@ -356,76 +432,32 @@ def _kernel():
         return (jnp.where(few, nan, rho), jnp.where(few, nan, mae), jnp.where(few, nan, rmse),
                 jnp.where(few, nan, mxe), n)
 
-    def nearest(d2m, K, K1):
-        """Exact float64 top-K (ascending d2, then lower row) of each row of d2m."""
-        big = jnp.max(jnp.where(jnp.isfinite(d2m), d2m, 0.0)) < 1e37
-        # only the indices of the float32 top_k are used: consuming its values makes XLA:CPU
-        # leave its fast top-k path (a full sort, ~50x slower)
-        _, i1 = lax.top_k(-d2m.astype(jnp.float32), K1)
-        c2 = jnp.take_along_axis(d2m, i1, axis=1)
-        last32 = c2[:, -1].astype(jnp.float32)          # the largest float32 value selected
-        c2, i1 = lax.sort((c2, i1), dimension=1, num_keys=2)
-        kth32 = c2[:, K - 1].astype(jnp.float32)
-        ok = jnp.all((kth32 < last32) | (jnp.isinf(last32) & big))
+    @partial(jax.jit, static_argnames=("want_proj",))
+    def run(idx, d, adm, knn, obs_row, pred_valid, Tps, Y, *, want_proj):
+        # idx, d (G, P, k); adm (G, nTp, P, k); knn (G,); obs_row (G, nTp, P); pred_valid (G, P)
+        N = Y.shape[1]
+        upper = jnp.triu(jnp.ones((idx.shape[2],) * 2, jnp.float32))
 
-        def exact(_):
-            negv, idx = lax.top_k(-d2m, K)
-            return -negv, idx
+        def group(args):
+            idx, d, adm, kn, orow, pv = args
 
-        return lax.cond(ok, lambda _: (c2[:, :K], i1[:, :K]), exact, None)
-
-    @partial(jax.jit, static_argnames=("C", "K", "KK", "want_proj"))
-    def run(Xall, requested, pred_valid, lib_union, lib_tp, obs_row, pred_rows, Tps, Y, excl,
-            *, C, K, KK, want_proj):
-        # Xall (nTau, N, Emax*C); per-(tau, E) arrays have leading dims (nTau, Emax)
-        N = Xall.shape[1]
-        P = pred_rows.shape[0]
-        Emax = Xall.shape[2] // C
-        K1 = min(K + EXTRA, N)
-        cols = jnp.arange(N)
-        excl_mask = jnp.abs(pred_rows[:, None] - cols[None, :]) <= excl
-
-        def select_project(d2, kn, pv, lu, ltp, orow):
-            d2m = jnp.where(lu[None, :] & ~excl_mask, d2, jnp.inf)
-            cd2, idx = nearest(d2m, K, K1)
-            cd = jnp.sqrt(cd2)
-            prox = jnp.abs(pred_rows[:, None] - idx)
-            cd_last = cd[:, -1]      # every row outside the candidates is at least this far
-
-            def cand_tp(libm):
-                dd = jnp.where(libm[idx], cd, jnp.inf)
-                dd, _, nb = lax.sort((dd, prox, idx), dimension=1, num_keys=3)
-                t = jnp.take(dd, kn - 1, axis=1)           # the knn-th distance
-                # a tie at the knn-th distance may continue past the candidates: full rows then
-                bad = jnp.any(jnp.isfinite(t) & (t >= cd_last))
-                return dd[:, :KK], nb[:, :KK], bad
-
-            def full_tp(libm):                             # exact pyEDM order over whole rows
-                dd = jnp.where(libm[None, :], jnp.sqrt(d2m), jnp.inf)
-                ii = jnp.broadcast_to(cols[None, :], dd.shape).astype(idx.dtype)
-                dd, _, nb = lax.sort((dd, jnp.abs(pred_rows[:, None] - ii), ii), dimension=1, num_keys=3)
-                return dd[:, :KK], nb[:, :KK].astype(idx.dtype)
-
-            dd_all, nb_all, bad = jax.vmap(cand_tp)(ltp)
-            dd_all, nb_all = lax.cond(jnp.any(bad), lambda _: jax.vmap(full_tp)(ltp),
-                                      lambda _: (dd_all, nb_all), None)
-
-            def one_tp(dd, nb, tp, orw):
-                dd = jnp.where(jnp.arange(KK)[None, :] < kn, dd, jnp.inf)
-                fin = jnp.isfinite(dd)
-                mind = jnp.min(jnp.where(fin, dd, jnp.inf), axis=1)
-                mind = jnp.where(jnp.isfinite(mind), mind, 1.0)
-                mind = jnp.maximum(mind, 1e-6)
-                w = jnp.where(fin, jnp.exp(-dd / mind[:, None]), 0.0)
+            def one_tp(ok, tp, orw):
+                # the first kn admissible candidates; the running count is a product with a
+                # triangular matrix because XLA:CPU's cumsum is many times slower
+                chosen = ok & ((ok.astype(jnp.float32) @ upper) <= kn)
+                dd = jnp.where(chosen, d, jnp.inf)
+                mind = jnp.min(dd, axis=1)
+                mind = jnp.maximum(jnp.where(jnp.isfinite(mind), mind, 1.0), 1e-6)
+                w = jnp.where(chosen, jnp.exp(-dd / mind[:, None]), 0.0)
                 ws = jnp.sum(w, axis=1)
                 ws_safe = jnp.where(ws > 0, ws, 1.0)
-                tidx = nb + tp
+                tidx = idx + tp
                 tidx = jnp.clip(jnp.where(tidx < 0, tidx + N, tidx), 0, N - 1)
                 obs_ok = orw >= 0
                 orc = jnp.clip(orw, 0, N - 1)
 
                 def one_y(y):
-                    yv = jnp.where(fin, y[tidx], 0.0)
+                    yv = jnp.where(chosen, y[tidx], 0.0)
                     proj = jnp.sum(w * yv, axis=1) / ws_safe
                     proj = jnp.where(ws <= 0, jnp.nan, proj)
                     obs = jnp.where(obs_ok, y[orc], jnp.nan)
@@ -438,29 +470,9 @@ def _kernel():
 
                 return jax.vmap(one_y)(Y)
 
-            return jax.vmap(one_tp)(dd_all, nb_all, Tps, orow)
+            return jax.vmap(one_tp)(adm, Tps, orow)
 
-        outs = []
-        for ti in range(Xall.shape[0]):
-            X = Xall[ti]
-
-            def step(d2, xs, X=X):
-                e, req, pv, lu, ltp, orow = xs
-                lag = lax.dynamic_slice_in_dim(X, e * C, C, axis=1)     # (N, C): lag e
-                lp = lag[pred_rows]
-                for c in range(C):
-                    d2 = d2 + (lp[:, c:c + 1] - lag[None, :, c]) ** 2
-                args = (d2, e + 2, pv, lu, ltp, orow)
-                shapes = jax.eval_shape(select_project, *args)
-                res = lax.cond(req, lambda a: select_project(*a),
-                               lambda a: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
-                               args)
-                return d2, res
-
-            xs = (jnp.arange(Emax), requested[ti], pred_valid[ti], lib_union[ti], lib_tp[ti], obs_row[ti])
-            _, res = lax.scan(step, jnp.zeros((P, N), Xall.dtype), xs)
-            outs.append(res)
-        return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *outs)   # (nTau, Emax, nTp, nY, ...)
+        return lax.map(group, (idx, d, adm, knn, obs_row, pred_valid))   # (G, nTp, nY, ...)
 
     _KERNEL = run
     return run
@@ -472,39 +484,31 @@ def _kernel():
 def _plan(n, lib_pairs, pred_pairs, Es, taus, Tps):
     lib_p = _check_pairs(lib_pairs, n, "lib", strict=False)
     pred_p = _check_pairs(pred_pairs, n, "pred", strict=True)
-    Emax = max(Es)
     pred_all = np.concatenate([np.arange(a - 1, b, dtype=np.int64) for a, b in pred_p])
-    pos_of = {int(r): j for j, r in enumerate(pred_all)}
+    pos_of = np.full(n, -1, np.int64)
+    pos_of[pred_all] = np.arange(len(pred_all))
     P = len(pred_all)
-    nA, nT = len(taus), len(Tps)
-    requested = np.zeros((nA, Emax), bool)
-    lib_tp = np.zeros((nA, Emax, nT, n), bool)
-    obs_row = np.full((nA, Emax, nT, P), -1, np.int64)
-    pred_valid = np.zeros((nA, Emax, P), bool)
-    layouts = {}
-    for a, tau in enumerate(taus):
-        for E in sorted(set(Es)):
-            e = E - 1
-            requested[a, e] = True
-            pa, plist = _pred_rows(pred_p, E, tau, n)
-            pi = np.concatenate(plist)
-            sel = np.array([pos_of[int(r)] for r in pi], dtype=np.int64)
-            pred_valid[a, e, sel] = True
-            for t, Tp in enumerate(Tps):
-                lib = _lib_rows(lib_p, E, tau, Tp, n)
-                lib_tp[a, e, t, lib] = True
-                lay = _layout(plist, pa, tau, Tp, n)
-                out_len, obs_rows_out, pred_pos, rows, _ = lay
-                obs_row[a, e, t, sel] = obs_rows_out[pred_pos]
-                layouts[(E, tau, Tp)] = (lay, sel)
-    lib_union = lib_tp.any(axis=2)
-    req = np.argwhere(requested)
-    removed = int(max((lib_union[a, e].sum() - lib_tp[a, e, t].sum()) for a, e in req for t in range(nT)))
-    kk = Emax + 1
-    K = int(min(kk + PAD + removed, min(lib_union[a, e].sum() for a, e in req)))
-    K = max(K, 1)
-    return dict(pred_all=pred_all, requested=requested, lib_tp=lib_tp, lib_union=lib_union,
-                obs_row=obs_row, pred_valid=pred_valid, layouts=layouts, K=K, KK=min(kk, K))
+    groups = [(a, tau, E) for a, tau in enumerate(taus) for E in sorted(set(Es))]
+    G, nT = len(groups), len(Tps)
+    lib_tp = np.zeros((G, nT, n), bool)
+    obs_row = np.full((G, nT, P), -1, np.int64)
+    pred_valid = np.zeros((G, P), bool)
+    layouts, seen = {}, {}
+    for g, (a, tau, E) in enumerate(groups):
+        pa, plist = _pred_rows(pred_p, E, tau, n)
+        sel = pos_of[np.concatenate(plist)]
+        pred_valid[g, sel] = True
+        for t, Tp in enumerate(Tps):
+            lib_tp[g, t] = _lib_mask(lib_p, E, tau, Tp, n)
+            key = (tuple((int(s[0]), len(s)) if len(s) else (0, 0) for s in plist), tau, Tp)
+            if key not in seen:       # E often leaves the prediction rows alone: lay them out once
+                seen[key] = _layout(plist, pa, tau, Tp, n)
+            lay = seen[key]
+            out_len, obs_rows_out, pred_pos, rows, _ = lay
+            obs_row[g, t, sel] = obs_rows_out[pred_pos]
+            layouts[(E, tau, Tp)] = (lay, sel)
+    return dict(pred_all=pred_all, groups=groups, lib_tp=lib_tp, obs_row=obs_row,
+                pred_valid=pred_valid, layouts=layouts)
 
 
 def _run(data, col_idx, Y, lib, pred, Es, taus, Tps, exclusion_radius, want_proj):
@@ -526,19 +530,42 @@ def _run(data, col_idx, Y, lib, pred, Es, taus, Tps, exclusion_radius, want_proj
             raise DataError(None, "tau", "tau must be non-zero")
     if exclusion_radius < 0:
         raise DataError(None, "exclusion_radius", f"must be >= 0, got {exclusion_radius}")
+    excl = int(exclusion_radius)
     plan = _plan(n, parse_pairs(lib, "lib"), parse_pairs(pred, "pred"), Es, taus, Tps)
     Emax = max(Es)
     C = len(col_idx)
-    Xall = np.stack([np.nan_to_num(embed(data[:, col_idx], Emax, tau), nan=0.0) for tau in taus])
+    Xall = [np.nan_to_num(embed(data[:, col_idx], Emax, tau), nan=0.0) for tau in taus]
+
+    def search(g):
+        a, _, E = plan["groups"][g]
+        return _candidates(np.ascontiguousarray(Xall[a][:, :E * C]), plan["lib_tp"][g], plan["pred_all"],
+                           plan["pred_valid"][g], E + 1, excl, workers=1 if len(plan["groups"]) > 1 else -1)
+
+    # one embedding per thread (the tree releases the GIL); the largest E first
+    order = sorted(range(len(plan["groups"])), key=lambda g: -plan["groups"][g][2])
+    with ThreadPoolExecutor(min(os.cpu_count() or 1, len(order))) as pool:
+        found = dict(zip(order, pool.map(search, order)))
+    cands = [found[g] for g in range(len(plan["groups"]))]
+    k = max(c[0].shape[1] for c in cands)
+    G, nT, P = len(cands), len(Tps), len(plan["pred_all"])
+    idx, dist, adm = np.zeros((G, P, k), np.int64), np.full((G, P, k), np.inf), np.zeros((G, nT, P, k), bool)
+    for g, (i, dd, ok) in enumerate(cands):
+        idx[g, :, :i.shape[1]], dist[g, :, :i.shape[1]], adm[g, :, :, :i.shape[1]] = i, dd, ok
+    knn = np.array([E + 1 for _, _, E in plan["groups"]], np.int64)
     with jax.enable_x64(True):
-        out = _kernel()(jnp.asarray(Xall, jnp.float64), jnp.asarray(plan["requested"]),
-                        jnp.asarray(plan["pred_valid"]), jnp.asarray(plan["lib_union"]),
-                        jnp.asarray(plan["lib_tp"]), jnp.asarray(plan["obs_row"]),
-                        jnp.asarray(plan["pred_all"]), jnp.asarray(np.array(Tps, np.int64)),
-                        jnp.asarray(np.asarray(Y, np.float64)), jnp.asarray(int(exclusion_radius)),
-                        C=C, K=plan["K"], KK=plan["KK"], want_proj=want_proj)
+        out = _kernel()(jnp.asarray(idx), jnp.asarray(dist), jnp.asarray(adm),
+                        jnp.asarray(knn), jnp.asarray(plan["obs_row"]), jnp.asarray(plan["pred_valid"]),
+                        jnp.asarray(np.array(Tps, np.int64)), jnp.asarray(np.asarray(Y, np.float64)),
+                        want_proj=want_proj)
         out = jax.tree_util.tree_map(np.asarray, out)
-    return plan, out
+    # back to (n_tau, Emax, ...) so callers index by E - 1
+    full = []
+    for o in out:
+        f = np.zeros((len(taus), Emax) + o.shape[1:], o.dtype)
+        for g, (a, _, E) in enumerate(plan["groups"]):
+            f[a, E - 1] = o[g]
+        full.append(f)
+    return plan, tuple(full)
 
 
 def _split(spec):
