@@ -240,3 +240,32 @@ def test_ties_and_zero_distances_match_pyedm(cols, tgt, lib, pred, E, Tp, xr):
     ours = simplex(df, cols, tgt, lib, pred, E=E, Tp=Tp, exclusion_radius=xr)
     np.testing.assert_allclose(ours.predictions, ref["Predictions"].to_numpy(), atol=TOL, rtol=0)
     assert abs(ours.rho - _rho(ref.Observations.to_numpy(), ref.Predictions.to_numpy())) < TOL
+
+
+def test_scan_random_cases_match_pyedm():
+    """Random data (ties, zero distances, noise), libraries of one or two pairs, overlapping
+    prediction rows, exclusion radii and Tp of both signs: every rho equals pyEDM's."""
+    import pandas as pd
+
+    rng = np.random.default_rng(7)
+    for _ in range(6):
+        n = int(rng.integers(80, 200))
+        a = [rng.integers(0, 4, n).astype(float), np.sin(np.arange(n) * 0.3) + 0.1 * rng.standard_normal(n),
+             ((np.arange(n) * 7) % 11).astype(float)][int(rng.integers(0, 3))]
+        df = pd.DataFrame({"t": np.arange(n), "a": a, "b": rng.standard_normal(n)})
+        cols = "a" if rng.random() < 0.6 else "a b"
+        L = int(rng.integers(n // 3, n - 20))
+        lib = f"1 {L // 2 - 5} {L // 2 + 5} {L}" if rng.random() < 0.4 else f"1 {L}"
+        p0 = int(rng.integers(1, n - 30))
+        pred = f"{p0} {int(rng.integers(p0 + 20, n))}"
+        Es, Tps = [1, int(rng.integers(2, 5))], [-1, 0, int(rng.integers(1, 6))]
+        tau, xr = int(rng.choice([-2, -1, 1])), int(rng.choice([0, 3]))
+        scan = simplex_scan(df, cols, "a", lib, pred, E=Es, Tp=Tps, tau=tau, exclusion_radius=xr)
+        for i, E in enumerate(Es):
+            for k, Tp in enumerate(Tps):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ref = pyEDM.Simplex(dataFrame=df, columns=cols, target="a", lib=lib, pred=pred, E=E, Tp=Tp,
+                                        tau=tau, exclusionRadius=xr)
+                want = _rho(ref.Observations.to_numpy(), ref.Predictions.to_numpy())
+                assert abs(scan["rho"][i, 0, k, 0] - want) < TOL, (cols, lib, pred, E, Tp, tau, xr)

@@ -335,8 +335,9 @@ def _candidates(Xe, lib_tp, pred_rows, pred_ok, knn: int, excl: int, workers: in
     the candidates) are queried again with twice as many, up to the whole core.  The few rows
     that only some Tp libraries hold (a longer Tp drops the library's last rows) are added to
     a prediction row's candidates where they are no farther than its knn-th core neighbour.
-    Returns (idx (P, k) data rows, d (P, k) inf padded, adm (nTp, P, k): candidate admissible
-    for that Tp), each row in pyEDM's order (distance, |pred_row - lib_row|, lib_row)."""
+    Returns (idx (P, k) data rows, d (P, k) inf padded, chosen (nTp, P, k): the candidate is
+    one of the row's knn neighbours for that Tp), each row in pyEDM's order (distance,
+    |pred_row - lib_row|, lib_row), so that chosen is each Tp's first knn admissible ones."""
     from scipy.spatial import cKDTree
 
     core = np.flatnonzero(lib_tp.all(axis=0))
@@ -382,7 +383,7 @@ def _candidates(Xe, lib_tp, pred_rows, pred_ok, knn: int, excl: int, workers: in
     if extra.size:
         r, c = np.nonzero(np.isin(idx, extra) & np.isfinite(d))
         adm[:, r, c] &= lib_tp[:, idx[r, c]]
-    return idx, d, adm
+    return idx, d, adm & (np.cumsum(adm, axis=-1, dtype=np.int32) <= knn)
 
 
 def _tie_order(idx, d, pred_rows):
@@ -403,10 +404,9 @@ _KERNEL = None
 
 
 def _kernel():
-    """Build the jit-compiled projection.  ``lax.map`` over (tau, E) embeddings; for each, the
-    candidates are put once in pyEDM's order (distance, |pred_row - lib_row|, lib_row), then
-    ``vmap`` over Tp (the first knn admissible candidates in that order) and over target series /
-    surrogates (projection and statistics)."""
+    """Build the jit-compiled projection: ``lax.map`` over (tau, E) embeddings, ``vmap`` over Tp
+    (each with its chosen neighbours) and over target series / surrogates (projection and
+    statistics)."""
     global _KERNEL
     if _KERNEL is not None:
         return _KERNEL
@@ -433,18 +433,14 @@ def _kernel():
                 jnp.where(few, nan, mxe), n)
 
     @partial(jax.jit, static_argnames=("want_proj",))
-    def run(idx, d, adm, knn, obs_row, pred_valid, Tps, Y, *, want_proj):
-        # idx, d (G, P, k); adm (G, nTp, P, k); knn (G,); obs_row (G, nTp, P); pred_valid (G, P)
+    def run(idx, d, chosen, obs_row, pred_valid, Tps, Y, *, want_proj):
+        # idx, d (G, P, k); chosen (G, nTp, P, k); obs_row (G, nTp, P); pred_valid (G, P)
         N = Y.shape[1]
-        upper = jnp.triu(jnp.ones((idx.shape[2],) * 2, jnp.float32))
 
         def group(args):
-            idx, d, adm, kn, orow, pv = args
+            idx, d, chosen, orow, pv = args
 
-            def one_tp(ok, tp, orw):
-                # the first kn admissible candidates; the running count is a product with a
-                # triangular matrix because XLA:CPU's cumsum is many times slower
-                chosen = ok & ((ok.astype(jnp.float32) @ upper) <= kn)
+            def one_tp(chosen, tp, orw):
                 dd = jnp.where(chosen, d, jnp.inf)
                 mind = jnp.min(dd, axis=1)
                 mind = jnp.maximum(jnp.where(jnp.isfinite(mind), mind, 1.0), 1e-6)
@@ -470,9 +466,9 @@ def _kernel():
 
                 return jax.vmap(one_y)(Y)
 
-            return jax.vmap(one_tp)(adm, Tps, orow)
+            return jax.vmap(one_tp)(chosen, Tps, orow)
 
-        return lax.map(group, (idx, d, adm, knn, obs_row, pred_valid))   # (G, nTp, nY, ...)
+        return lax.map(group, (idx, d, chosen, obs_row, pred_valid))   # (G, nTp, nY, ...)
 
     _KERNEL = run
     return run
@@ -548,13 +544,11 @@ def _run(data, col_idx, Y, lib, pred, Es, taus, Tps, exclusion_radius, want_proj
     cands = [found[g] for g in range(len(plan["groups"]))]
     k = max(c[0].shape[1] for c in cands)
     G, nT, P = len(cands), len(Tps), len(plan["pred_all"])
-    idx, dist, adm = np.zeros((G, P, k), np.int64), np.full((G, P, k), np.inf), np.zeros((G, nT, P, k), bool)
-    for g, (i, dd, ok) in enumerate(cands):
-        idx[g, :, :i.shape[1]], dist[g, :, :i.shape[1]], adm[g, :, :, :i.shape[1]] = i, dd, ok
-    knn = np.array([E + 1 for _, _, E in plan["groups"]], np.int64)
+    idx, dist, chosen = np.zeros((G, P, k), np.int64), np.full((G, P, k), np.inf), np.zeros((G, nT, P, k), bool)
+    for g, (i, dd, ch) in enumerate(cands):
+        idx[g, :, :i.shape[1]], dist[g, :, :i.shape[1]], chosen[g, :, :, :i.shape[1]] = i, dd, ch
     with jax.enable_x64(True):
-        out = _kernel()(jnp.asarray(idx), jnp.asarray(dist), jnp.asarray(adm),
-                        jnp.asarray(knn), jnp.asarray(plan["obs_row"]), jnp.asarray(plan["pred_valid"]),
+        out = _kernel()(jnp.asarray(idx), jnp.asarray(dist), jnp.asarray(chosen), jnp.asarray(plan["obs_row"]), jnp.asarray(plan["pred_valid"]),
                         jnp.asarray(np.array(Tps, np.int64)), jnp.asarray(np.asarray(Y, np.float64)),
                         want_proj=want_proj)
         out = jax.tree_util.tree_map(np.asarray, out)
