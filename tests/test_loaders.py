@@ -230,6 +230,24 @@ def test_writers_are_atomic(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]  # no temp files left
 
 
+def test_written_files_follow_the_umask(tmp_path):
+    """The temporary file or folder is renamed into place: its mode must be an ordinary one
+    (mkstemp's 0600 / mkdtemp's 0700 would hide results from the rest of a lab's group)."""
+    import os
+
+    from mimic_core.io import atomic_dir, write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "m.json", {"a": 1})
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "x").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
 def test_sleap_anipose_round_trip(tmp_path):
     pts = np.stack([clip(seed=0), clip(seed=1)], axis=1) * 1000  # (frames, 2 tracks, 3 nodes, 3) in mm
     path = write_points3d(tmp_path / "points3d.h5", pts)
