@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from bench.common import clear_errors, params_option  # noqa: F401  (re-exported)
+from bench.common import clear_errors, params_option
 
 
 @click.group()

@@ -50,7 +50,7 @@ def _rho(o, p):
 @click.option("--max-Tp", "max_Tp", default=10, show_default=True, type=int, help="Scan Tp 1..max-Tp.")
 @click.option("--surrogates", default=100, show_default=True, type=int, help="Shuffled surrogates.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--repeats", default=3, show_default=True, type=int,
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1),
               help="Timed repeats of each workload on each side (after one warm-up call of ours); the median is reported.")
 @click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
               help="Report path (default reports/benchmarks/edm-<backend>-<cores>.json).")
@@ -75,9 +75,6 @@ def edm_bench_cmd(n_lib, n_pred, max_E, max_Tp, surrogates, seed, repeats, out_p
     lib, pred = f"1 {n_lib}", f"{n_lib + 1} {n}"
     Es, Tps = list(range(1, max_E + 1)), list(range(1, max_Tp + 1))
     arr = df[["V1"]].to_numpy()
-
-    if repeats < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--repeats")
 
     def ours_scan():
         return simplex_scan(arr, [0], [0], lib, pred, E=Es, Tp=Tps, tau=-1)
@@ -119,10 +116,9 @@ def edm_bench_cmd(n_lib, n_pred, max_E, max_Tp, surrogates, seed, repeats, out_p
         ref_sur_rho, t = timed(ref_sur); times["ref_sur"].append(t)
     med = {k: float(np.median(v)) for k, v in times.items()}
     t_scan, t_sur, t_ref_scan, t_ref_sur = med["scan"], med["sur"], med["ref_scan"], med["ref_sur"]
-    ref_scan, ref_sur = ref_scan_rho, ref_sur_rho
 
-    d_scan = float(np.nanmax(np.abs(scan["rho"][:, 0, :, 0] - ref_scan)))
-    d_sur = float(max(abs(sur.rho - ref_sur[0]), np.nanmax(np.abs(sur.null - ref_sur[1:]))))
+    d_scan = float(np.nanmax(np.abs(scan["rho"][:, 0, :, 0] - ref_scan_rho)))
+    d_sur = float(max(abs(sur.rho - ref_sur_rho[0]), np.nanmax(np.abs(sur.null - ref_sur_rho[1:]))))
     backend = jax.default_backend()
     cores = os.cpu_count()
     report = {

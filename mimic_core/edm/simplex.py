@@ -548,8 +548,8 @@ def _run(data, col_idx, Y, lib, pred, Es, taus, Tps, exclusion_radius, want_proj
     for g, (i, dd, ch) in enumerate(cands):
         idx[g, :, :i.shape[1]], dist[g, :, :i.shape[1]], chosen[g, :, :, :i.shape[1]] = i, dd, ch
     with jax.enable_x64(True):
-        out = _kernel()(jnp.asarray(idx), jnp.asarray(dist), jnp.asarray(chosen), jnp.asarray(plan["obs_row"]), jnp.asarray(plan["pred_valid"]),
-                        jnp.asarray(np.array(Tps, np.int64)), jnp.asarray(np.asarray(Y, np.float64)),
+        out = _kernel()(jnp.asarray(idx), jnp.asarray(dist), jnp.asarray(chosen), jnp.asarray(plan["obs_row"]),
+                        jnp.asarray(plan["pred_valid"]), jnp.asarray(np.array(Tps, np.int64)), jnp.asarray(np.asarray(Y, np.float64)),
                         want_proj=want_proj)
         out = jax.tree_util.tree_map(np.asarray, out)
     # back to (n_tau, Emax, ...) so callers index by E - 1

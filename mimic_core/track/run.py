@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mimic_core.errors import DataError, MimicError
-from mimic_core.io import atomic_path, write_json
+from mimic_core.io import atomic_dir, atomic_path, write_json
 from mimic_core.track.train import METRIC_KEYS, Trainer, TrainState, finite_metrics, place
 
 CSV_FIELDS = ("iteration", "env_steps", "seconds", "steps_per_s", *METRIC_KEYS)
@@ -124,22 +123,11 @@ def save_policy(out_dir: Path, state: TrainState, meta: dict) -> None:
 
     Written into a temporary folder and renamed, so `out_dir` is either the old policy or the new one.
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        payload = jax.device_get({"params": state.params, "obs_norm": state.obs_norm})
+    payload = jax.device_get({"params": state.params, "obs_norm": state.obs_norm})
+    with atomic_dir(out_dir) as tmp:
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save((tmp / "params").resolve(), payload)
         write_json(tmp / "policy.json", meta)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def policy_meta(policy_dir: Path) -> dict:
