@@ -124,7 +124,7 @@ def test_edm_known_function_high_rho_shuffled_low(data, tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "edm.json").read_text())
     analyses = set(PARAMS["edm"]["analyses"])
-    assert set(rep) == analyses | {"data", "data_sources", "settings"}
+    assert set(rep) == analyses | {"data", "data_sources", "settings", "emg_mae", "emg_mae_muscles"}
     assert rep["data"] == "synthetic"
     assert rep["settings"]["n_surrogates"] == 40 and rep["settings"]["lib_clips"] == rep["settings"]["pred_clips"] == 8
     for name in analyses:
@@ -140,6 +140,17 @@ def test_edm_known_function_high_rho_shuffled_low(data, tmp_path):
     for name in ("emg_triceps_from_joints_actions", "emg_biceps_from_joints_actions"):
         assert rep[name]["0.15"]["rho"] > 0.9 and rep[name]["0.15"]["p_value"] < 0.05
         assert rep[name]["0.15"]["n"] == 8 * (EPOCH - 2 - PARAMS["edm"]["Tp"])
+    # EMG MAE by hand: each channel's envelope against its muscle's activation at the aligned rollout frames
+    assert rep["emg_mae_muscles"] == dict(PARAMS["model"]["emg_muscles"])
+    emg = load_emg(d / "emg.h5")
+    with h5py.File(d / "rollouts" / "0.15.h5") as f:
+        act = f["activations"][()]
+    onset = data[2]
+    k = onset[:, None] - START + np.arange(EPOCH)[None, :]
+    for i, (ch, muscle) in enumerate(PARAMS["model"]["emg_muscles"].items()):
+        a = np.take_along_axis(act[..., MUSCLES.index(muscle)], k, 1)
+        env = emg.envelope[::-1][..., emg.channels.index(ch)]          # the EMG file lists the clips in reverse
+        assert rep["emg_mae"]["0.15"][ch] == pytest.approx(np.mean(np.abs(a - env)), rel=1e-12)
 
 
 def test_emg_epochs_align_with_rollout_frames(data):

@@ -1,4 +1,4 @@
-"""mimic_core.compare (flatten, rules, verdicts) and `mimic-bench compare` on files and git revisions."""
+"""bench.compare (flatten, rules, verdicts) and `mimic-bench compare` on files and git revisions."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from mimic_core.compare import (CompareError, Rule, check_kinds, compare_diff, diff_flat, flatten, load_metrics_file,
+from bench.compare import (CompareError, Rule, check_kinds, compare_diff, diff_flat, flatten, load_metrics_file,
                                 parse_rules, rule_for, verdict)
 from mimic_core.errors import DataError, ParamsError
 from mimic_core.params import load_params

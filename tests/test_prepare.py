@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from bench.cli import main
+from helpers import stage_argv
 from mimic_core.data import loaders
 from mimic_core.data.prepare import run_prepare
 from mimic_core.data.twin import make_twin
@@ -115,12 +116,11 @@ def test_cli_reports_bad_input_clearly(small_twin, tmp_path):
     p["data"]["keypoints"]["glob"] = str(tmp_path / "nowhere" / "*.csv")
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(p))
-    res = CliRunner().invoke(main, ["prepare", "--params", str(pfile), "--out", str(tmp_path / "o"),
-                                    "--metrics", str(tmp_path / "m.json")])
+    res = CliRunner().invoke(main, stage_argv("prepare", tmp_path, params_path=pfile))
     assert res.exit_code == 1
     assert "nowhere" in res.output and "data.keypoints.glob" in res.output
     assert "Traceback" not in res.output
-    res = CliRunner().invoke(main, ["prepare", "--params", str(tmp_path / "missing.yaml")])
+    res = CliRunner().invoke(main, stage_argv("prepare", tmp_path, params_path=tmp_path / "missing.yaml"))
     assert res.exit_code == 1 and "missing.yaml" in res.output
 
 

@@ -5,6 +5,7 @@ import copy
 import csv
 import json
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from mimic_core.errors import DataError, ParamsError
-from mimic_core.report import (NOT_RUN, PLOTS, Sources, convergence, figure, report_settings, run_report)
+from bench.report import NOT_RUN, PLOTS, Sources, convergence, figure, report_settings, run_report
+from helpers import stage_argv, stage_paths
 from test_analysis import PARAMS, START, write_emg, write_rollout
 
 ANALYSES = ["sim_biceps_from_joints", "sim_triceps_from_joints", "emg_triceps_from_joints_actions",
@@ -49,14 +51,21 @@ def tracking_entry(data: str, mean: float) -> dict:
             "activation_mae": 0.05, "data": data, "n_clips": 16, "env_steps_trained": 1000, "trained_on": "synthetic"}
 
 
-def edm_doc() -> dict:
+def edm_doc(src: Sources | None = None) -> dict:
+    """An edm.json; with `src`, its EMG MAE as the edm stage computes it from src's EMG and rollouts."""
     doc = {a: {w: {"rho": 0.8, "mae": 0.1, "surrogate_mean": 0.01, "surrogate_p95": 0.1, "p_value": 0.01, "n": 100}
                for w in WEIGHTS} for a in ANALYSES}
     doc["emg_biceps_from_joints_actions"]["0.1"]["rho"] = 0.5          # 0.328 +- 0.05: misses, above
     doc["sim_triceps_from_joints"]["0"] = {"rho": None, "mae": None, "surrogate_mean": None, "surrogate_p95": None,
                                            "p_value": None, "n": 100, "note": "rho undefined: the target is constant"}
-    return {**doc, "data": "synthetic", "data_sources": {"rollouts": "synthetic", "emg": "synthetic"},
-            "settings": {"tau": -1, "Tp": 5}}
+    doc = {**doc, "data": "synthetic", "data_sources": {"rollouts": "synthetic", "emg": "synthetic"},
+           "settings": {"tau": -1, "Tp": 5, "prepare_clip_start_frame": START}}
+    if src is not None:
+        from mimic_core.edm.emg_fit import emg_epochs, emg_mae
+
+        epochs = emg_epochs(src.emg, src.rollouts_dir, PARAMS["model"]["emg_muscles"], START)
+        doc["emg_mae"], doc["emg_mae_muscles"] = emg_mae(epochs), epochs["muscles"]
+    return doc
 
 
 def latents_doc() -> dict:
@@ -86,13 +95,18 @@ def write_training(path: Path, n: int = 60) -> None:
             w.writerow([i, 1000 * i, 0.1 * i, 1e4, 0.5, 1.0, repr(float(e))])
 
 
+def sources_under(root: Path) -> Sources:
+    """The report's inputs as dvc.yaml lays them out, under `root`."""
+    p = stage_paths("report", root)
+    return Sources(**{f.name: p[f.name] for f in fields(Sources)})
+
+
 def write_all(root: Path) -> Sources:
-    src = Sources.under(root)
+    src = sources_under(root)
     dump(src.registration, registration("synthetic", 0.27))
     dump(src.registration_real, registration("real", 0.60))                 # 0.60 > 0.56: misses
     dump(src.tracking, {"0": tracking_entry("synthetic", 1.3), "0.1": tracking_entry("synthetic", 0.4)})
     dump(src.tracking_real, {"0.1": tracking_entry("real", 0.8)})
-    dump(src.edm, edm_doc())
     dump(src.latents, latents_doc())
     dump(src.throughput_dir / "cpu-1x-20250101T000000Z.json", throughput_doc("2025-01-01T00:00:00+00:00", 5e5))
     dump(src.throughput_dir / "cpu-1x-20250102T000000Z.json", throughput_doc("2025-01-02T00:00:00+00:00", 7e5))
@@ -102,6 +116,7 @@ def write_all(root: Path) -> Sources:
     ro = write_rollout(src.rollouts_dir / "0.1.h5", seed=1)
     write_rollout(src.rollouts_dir / "0.h5", seed=2)
     write_emg(src.emg, ro)
+    dump(src.edm, edm_doc(src))
     return src
 
 
@@ -153,15 +168,16 @@ def test_summary_table_plots_and_no_nan(full):
     root, _, out = full
     text = (root / "reports" / "summary.md").read_text()
     assert text == out["text"]
-    assert "| Tracking error, mm | keypoint error mean | synthetic twin | 0 | < 1 | 1.30 | < 1 | no: 0.30 above |" in text
-    assert "| Registration error, mm | keypoint error mean | real clips |  | 0.56 | 0.60 | <= 0.56 | no: 0.04 above |" in text
+    cells = re.sub(r" {2,}", " ", text)      # to_markdown pads the cells to align the columns
+    assert "| Tracking error, mm | keypoint error mean | synthetic twin | 0 | < 1 | 1.30 | < 1 | no: 0.30 above |" in cells
+    assert "| Registration error, mm | keypoint error mean | real clips | | 0.56 | 0.60 | <= 0.56 | no: 0.04 above |" in cells
     assert "undefined ✗" in text                                     # the null rho of weight 0, per-weight table
     assert not re.search(r"\bnan\b", text, re.IGNORECASE)
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     assert sorted(Path(x).name for x in links) == sorted(PLOTS)
     for x in links:
         assert x.startswith("plots/") and (root / "reports" / x).stat().st_size > 1000
-    assert "## By control-cost weight" in text and "| 0.1 |" in text
+    assert "## By control-cost weight" in text and "| 0.1 |" in cells
 
 
 def test_missing_files_are_not_run(tmp_path, monkeypatch):
@@ -171,17 +187,18 @@ def test_missing_files_are_not_run(tmp_path, monkeypatch):
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump(params()))
     monkeypatch.chdir(tmp_path)
-    res = CliRunner().invoke(main, ["report", "--params", str(p)])
+    res = CliRunner().invoke(main, stage_argv("report", params_path=p))
     assert res.exit_code == 0, res.output
     text = (tmp_path / "reports" / "summary.md").read_text()
-    table = [line for line in text.splitlines() if line.count("|") == 10 and "| not run |" in line]
+    table = [line for line in re.sub(r" {2,}", " ", text).splitlines()
+             if line.count("|") == 10 and "| not run |" in line]
     assert len(table) == 31 and "0 meet the paper's, 0 do not, 31 not run" in text
     assert "reports/metrics/edm.json absent" in text and "not run: no reports/throughput/*.json" in text
     assert (tmp_path / "reports" / "plots").is_dir() and not list((tmp_path / "reports" / "plots").iterdir())
 
 
 def test_some_files_missing(tmp_path):
-    src = Sources.under(tmp_path)
+    src = sources_under(tmp_path)
     dump(src.tracking, {"0.1": tracking_entry("synthetic", 0.5)})
     dump(src.edm, {**edm_doc(), "emg_biceps_from_joints_actions": {"0": edm_doc()["sim_biceps_from_joints"]["0"]}})
     out = run_report(params(), src, tmp_path / "s.md", tmp_path / "plots", plots=False)
@@ -201,7 +218,7 @@ def test_some_files_missing(tmp_path):
     ("latents", {"data": "synthetic", "0.1": {"latent": [0.4, 0.3]}}, "0.1/latent"),
 ])
 def test_bad_metrics_file_names_the_file(tmp_path, name, content, field):
-    src = Sources.under(tmp_path)
+    src = sources_under(tmp_path)
     path = dump(getattr(src, name), content)
     with pytest.raises(DataError) as e:
         run_report(params(), src, tmp_path / "s.md", tmp_path / "plots", plots=False)
@@ -216,12 +233,12 @@ def test_bad_files_through_the_cli(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("reports/metrics").mkdir(parents=True)
     Path("reports/metrics/latents.json").write_text("{not json")
-    res = CliRunner().invoke(main, ["report", "--params", "params.yaml", "--no-plots"])
+    res = CliRunner().invoke(main, [*stage_argv("report", params_path="params.yaml"), "--no-plots"])
     assert res.exit_code == 1 and "reports/metrics/latents.json: not a readable JSON file" in res.output
     Path("reports/metrics/latents.json").unlink()
     Path("reports/training").mkdir(parents=True)
     Path("reports/training/0.1.csv").write_text("iteration,env_steps\n1,100\n")
-    res = CliRunner().invoke(main, ["report", "--params", "params.yaml", "--no-plots"])
+    res = CliRunner().invoke(main, [*stage_argv("report", params_path="params.yaml"), "--no-plots"])
     assert res.exit_code == 1 and "reports/training/0.1.csv: field 'joint_error_deg': column missing" in res.output
 
 

@@ -233,11 +233,11 @@ def test_cli_registers_one_clip(tmp_path, twin_clips, fm):
     csv = tmp_path / "clip.csv"
     loaders.write_anipose_csv(csv, twin_clips[0].keypoints, fm.keypoint_names, units="mm")
     out = tmp_path / "clip.h5"
-    res = CliRunner().invoke(main, ["register", "--keypoints", str(csv), "--out", str(out),
+    res = CliRunner().invoke(main, ["register-clip", "--keypoints", str(csv), "--out", str(out),
                                     "--params", str(ROOT / "params.yaml")])
     assert res.exit_code == 0, res.output
     assert "keypoint error mean" in res.output and out.exists()
-    res = CliRunner().invoke(main, ["register", "--keypoints", str(csv), "--out", str(tmp_path / "x.h5"),
+    res = CliRunner().invoke(main, ["register-clip", "--keypoints", str(csv), "--out", str(tmp_path / "x.h5"),
                                     "--keypoint-map", "Shoulder=scapula,Elbow=elbow,Wrist=hand",
                                     "--params", str(ROOT / "params.yaml")])
     assert res.exit_code == 1 and "hand" in res.output and "wrist_body" in res.output

@@ -116,7 +116,7 @@ def test_baseline_agrees_with_jax(fm, register_light):
 def test_bench_stac_end_to_end(tmp_path, monkeypatch, register_light):
     if not KEYPOINTS.is_file():
         pytest.skip(f"{KEYPOINTS.relative_to(ROOT)} is absent (run `dvc repro prepare` to make it)")
-    from bench.stac_bench import stac_bench_cmd
+    from bench.cli.benchmarks import bench_stac_cmd as stac_bench_cmd
     from mimic_core.stac import solver
 
     real = solver.make_register
@@ -133,7 +133,7 @@ def test_bench_stac_end_to_end(tmp_path, monkeypatch, register_light):
     r = json.loads(out.read_text())
     assert r["data"] == "synthetic" and r["clips"] == 2 and r["frames"] == 20
     assert r["params_stac"]["n_iters"] == LIGHT.n_iters and r["params_stac"]["n_init"] == LIGHT.n_init
-    assert {"cpu_model", "cpu_count", "jax_backend", "jax_devices", "versions"} <= set(r["machine"])
+    assert {"cpu_model", "cpu_count", "jax_backend", "devices", "versions"} <= set(r["machine"])
     assert {"jax", "mujoco", "scipy", "numpy"} <= set(r["machine"]["versions"])
     times = [r["ours"]["time_total_s"], r["ours"]["time_steady_s"], r["baseline"]["time_measured_s"],
              r["baseline"]["time_per_clip_s"], r["baseline"]["time_total_s"],
@@ -150,14 +150,14 @@ def test_bench_stac_end_to_end(tmp_path, monkeypatch, register_light):
 
 
 def test_bench_stac_reports_bad_input(tmp_path):
-    from bench.stac_bench import stac_bench_cmd
+    from bench.cli.benchmarks import bench_stac_cmd as stac_bench_cmd
 
     params = tmp_path / "params.yaml"
     params.write_text("stac:\n  initial_offsets_mm: [[1, 2, 3]]\n")
     res = CliRunner().invoke(stac_bench_cmd, ["--params", str(params), "--keypoints", str(KEYPOINTS),
                                               "--out", str(tmp_path / "x.json")])
     assert res.exit_code == 1 and "initial_offsets_mm" in res.output
-    params.write_text("stac: {n_iters: 1}\n")
+    params.write_text(f"stac: {{n_iters: 1, initial_offsets_mm: {OFFSETS0_MM.tolist()}}}\n")
     res = CliRunner().invoke(stac_bench_cmd, ["--params", str(params), "--keypoints", str(tmp_path / "none.h5"),
                                               "--out", str(tmp_path / "x.json")])
     assert res.exit_code == 1 and "not found" in res.output and not (tmp_path / "x.json").exists()

@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from bench.cli import main
-from mimic_core.bench import throughput as tp
+from bench import throughput as tp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,7 @@ def test_a_tiny_real_run_writes_finite_positive_figures(tiny_params, tmp_path):
     for key in ("hardware", "versions", "git", "params_hash", "physics", "data", "clips", "paper", "results",
                 "settings", "how", "stopped", "largest_envs"):
         assert key in r, key
-    assert set(r["versions"]) == {"jax", "jaxlib", "mujoco", "mujoco-mjx", "brax", "flax", "python"}
+    assert {"jax", "jaxlib", "mujoco", "mujoco-mjx", "brax", "flax", "python"} <= set(r["versions"])
     assert {"device_kind", "device_count", "cpu_model", "cpu_count", "ram_bytes"} <= set(r["hardware"])
     assert set(r["git"]) == {"commit", "dirty"}
     assert r["data"] == "synthetic" and r["clips"]["synthesised"] and "synthesised" in r["clips"]["source"]

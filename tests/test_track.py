@@ -380,24 +380,25 @@ def test_train_and_evaluate_end_to_end(fm, clips, tmp_path, monkeypatch):
 
     from bench.cli import main
 
-    _write_clips(clips, tmp_path / "registered")
+    from helpers import stage_argv
+
+    _write_clips(clips, tmp_path / "data/registered")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["track"] = {**copy.deepcopy(TINY), "registered_dir": str(tmp_path / "registered"),
-                       "ctrl_cost_weights": [0.15]}
+    params["track"] = {**copy.deepcopy(TINY), "ctrl_cost_weights": [0.15]}
     params["data"]["truth_dir"] = ""
     params["model"]["xml"] = str(ROOT / params["model"]["xml"])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     run = CliRunner().invoke
     for w in ("0.15",):
-        r = run(main, ["train", "--ctrl-cost", w, "--params", "params.yaml"])
+        r = run(main, stage_argv(f"train@{w}", params_path="params.yaml"))
         assert r.exit_code == 0, r.output
         assert (tmp_path / "data/policies" / w / "policy.json").is_file()
         rows = (tmp_path / "reports/training" / f"{w}.csv").read_text().splitlines()
         assert len(rows) == 1 + track_config(TINY).iterations and rows[0].startswith("iteration,env_steps")
-    r = run(main, ["train", "--ctrl-cost", "0.3", "--params", "params.yaml"])
+    r = run(main, stage_argv("train@0.15", weight="0.3", params_path="params.yaml"))
     assert r.exit_code == 1 and "not in track.ctrl_cost_weights" in r.output
-    r = run(main, ["evaluate", "--params", "params.yaml"])
+    r = run(main, stage_argv("evaluate", params_path="params.yaml"))
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "reports/metrics/tracking.json").read_text())
     assert set(report) == {"0.15"}

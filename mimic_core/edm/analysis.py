@@ -341,4 +341,10 @@ def run_edm(params: Mapping[str, Any], rollouts_dir: str | Path, emg_path: str |
     report["settings"] = {**s.as_dict(), "analyses": described, "lib_clips": n_lib, "pred_clips": n_clips - n_lib,
                           "split": "the first lib_clips clips (rollout order) are the library, the rest are predicted",
                           "prepare_clip_start_frame": start_frame}
+    if emg is not None:
+        from mimic_core.edm.emg_fit import emg_epochs, emg_mae
+
+        epochs = emg_epochs(Path(emg_path), Path(rollouts_dir), emg_muscles, start_frame, keys)
+        report["emg_mae"] = emg_mae(epochs)
+        report["emg_mae_muscles"] = epochs["muscles"]
     return report

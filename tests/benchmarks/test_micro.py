@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mimic_core.bench.throughput import synthetic_clips
+from bench.throughput import synthetic_clips
 from mimic_core.model import load_forelimb
 from mimic_core.params import load_params
 from mimic_core.track.config import track_config

@@ -1,4 +1,4 @@
-"""`mimic-bench bench-stac`: time our JAX STAC against the conventional scipy baseline, same data.
+"""The STAC benchmark (`mimic-bench bench-stac`): our JAX STAC against the conventional scipy baseline, same data.
 
 One run on the prepared twin keypoints measures
   (a) ours (`mimic_core.stac.solver`): wall time from nothing to results for all clips, compile
@@ -12,55 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import click
 import numpy as np
 
-DEFAULT_KEYPOINTS = "data/prepared/keypoints.h5"
-DEFAULT_OFFSETS_MM = [[1.7, 0.7, 1.5], [-0.4, 0.1, 2.2], [1.6, -0.2, 0.0]]
+from bench.machine import hardware, versions
+
 LIMIT_DEG = 0.01   # a joint this close to a limit counts as at the limit
 WITHIN_DEG = 0.01  # agreement: share of frames whose joint angles all agree within this
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (platform.processor() elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info() -> dict:
-    import jax
-    import mujoco
-    import scipy
-
-    return {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "jax_backend": jax.default_backend(),
-        "jax_devices": [str(d) for d in jax.devices()],
-        "versions": {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": _version("jaxlib"),
-                     "mujoco": mujoco.__version__, "scipy": scipy.__version__, "numpy": np.__version__},
-    }
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def default_out() -> str:
@@ -117,7 +78,9 @@ def run_benchmark(params: dict, keypoints_path: str, clips: int, frames: int, ba
     cfg = StacConfig.from_params(stac)
     model_p = params.get("model") or {}
     fm = load_forelimb(model_p.get("xml"), model_p.get("keypoint_map") or DEFAULT_KEYPOINT_MAP)
-    off0_mm = np.asarray(stac.get("initial_offsets_mm", DEFAULT_OFFSETS_MM), dtype=float)
+    if "initial_offsets_mm" not in stac:
+        raise ParamsError("params.yaml: missing 'stac.initial_offsets_mm'")
+    off0_mm = np.asarray(stac["initial_offsets_mm"], dtype=float)
     if off0_mm.shape != (len(fm.keypoint_names), 3):
         raise ParamsError(f"params.yaml: stac.initial_offsets_mm must be {len(fm.keypoint_names)} x 3 (mm)")
     off0 = off0_mm * 1e-3
@@ -167,7 +130,7 @@ def run_benchmark(params: dict, keypoints_path: str, clips: int, frames: int, ba
         "data": label,
         "params_stac": asdict(cfg),
         "initial_offsets_mm": off0_mm.tolist(),
-        "machine": machine_info(),
+        "machine": {**hardware(), "versions": versions()},
         "clips": clips,
         "frames": frames,
         "keypoints": list(fm.keypoint_names),
@@ -246,35 +209,3 @@ def format_table(r: dict) -> str:
         f"  keypoint error: ours {a['keypoint_error_mm_ours']:.4f} mm, baseline {a['keypoint_error_mm_baseline']:.4f} mm",
     ]
     return "\n".join(lines)
-
-
-@click.command("bench-stac")
-@click.option("--clips", type=click.IntRange(min=1), default=46, show_default=True, help="Clips to register.")
-@click.option("--frames", type=click.IntRange(min=1), default=100, show_default=True, help="Frames per clip (the first N).")
-@click.option("--baseline-clips", type=click.IntRange(min=1), default=None,
-              help="Run the scipy baseline on the first N clips only and extrapolate its time linearly "
-                   "[default: all clips].")
-@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False),
-              help="The params file (section `stac`, optional).")
-@click.option("--keypoints", "keypoints_path", default=DEFAULT_KEYPOINTS, show_default=True,
-              type=click.Path(dir_okay=False), help="Prepared keypoints (HDF5).")
-@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
-              help="Report path [default: reports/benchmarks/stac-<jax backend>-<cpu count>.json].")
-def stac_bench_cmd(clips, frames, baseline_clips, params_path, keypoints_path, out_path):
-    """Time STAC registration: our JAX solver (compile included, and steady) against a scipy baseline."""
-    from mimic_core.errors import MimicError
-    from mimic_core.io import write_json
-    from mimic_core.params import load_params
-
-    out_path = out_path or default_out()
-    try:
-        params = load_params(params_path)
-        report = run_benchmark(
-            params, keypoints_path, clips, frames, baseline_clips,
-            progress_bar=lambda n: click.progressbar(length=n, label=f"scipy baseline ({n} clips)", file=sys.stderr),
-            log=lambda msg: click.echo(msg, err=True))
-    except MimicError as e:
-        raise click.ClickException(str(e)) from e
-    write_json(out_path, report)
-    click.echo(format_table(report))
-    click.echo(f"wrote {out_path}")

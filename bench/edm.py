@@ -1,4 +1,4 @@
-"""`mimic-bench bench-edm`: time our JAX simplex against pyEDM 2.5.7 on the same data.
+"""The EDM benchmark (`mimic-bench bench-edm`): our JAX simplex against pyEDM 2.5.7 on the same data.
 
 One run measures, on a deterministic 5-D Lorenz-96 series (library of --n-lib rows, --n-pred
 predictions after it):
@@ -8,7 +8,7 @@ predictions after it):
       against pyEDM.Simplex run once on the data and once per shuffled target column;
 and how far the rho values differ.  Our first call (which compiles) is timed apart; then
 --repeats runs of each side, alternating, and the medians give the ratios.  Writes JSON to
-reports/benchmarks/edm-<backend>-<cores>.json and prints a short table.
+reports/benchmarks/edm-<backend>-<cores>.json (the CLI) and prints a short table.
 """
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ import os
 import time
 import warnings
 
-import click
 import numpy as np
+
+from bench.machine import hardware, package_version, versions
+from mimic_core.errors import MimicError
 
 
 def lorenz96(n_rows: int, dim: int = 5, forcing: float = 8.0, dt: float = 0.05, burn: int = 1000,
@@ -43,31 +45,24 @@ def _rho(o, p):
     return float(np.corrcoef(o[ok], p[ok])[0, 1])
 
 
-@click.command("bench-edm")
-@click.option("--n-lib", default=10_000, show_default=True, type=int, help="Library rows.")
-@click.option("--n-pred", default=2_000, show_default=True, type=int, help="Prediction rows.")
-@click.option("--max-E", "max_E", default=10, show_default=True, type=int, help="Scan E 1..max-E.")
-@click.option("--max-Tp", "max_Tp", default=10, show_default=True, type=int, help="Scan Tp 1..max-Tp.")
-@click.option("--surrogates", default=100, show_default=True, type=int, help="Shuffled surrogates.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Timed repeats of each workload on each side (after one warm-up call of ours); the median is reported.")
-@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
-              help="Report path (default reports/benchmarks/edm-<backend>-<cores>.json).")
-def edm_bench_cmd(n_lib, n_pred, max_E, max_Tp, surrogates, seed, repeats, out_path):
-    """Benchmark simplex scan + surrogates: ours (JAX) vs pyEDM, same data, one run."""
+def default_out() -> str:
     import jax
+
+    return f"reports/benchmarks/edm-{jax.default_backend()}-{os.cpu_count()}.json"
+
+
+def run_benchmark(n_lib: int, n_pred: int, max_E: int, max_Tp: int, surrogates: int, seed: int,
+                  repeats: int) -> dict:
+    """Time the scan and the surrogates on both sides, alternating; return the report (JSON-ready)."""
     import pandas as pd
 
-    from bench.stac_bench import machine_info
     from mimic_core.edm import simplex_scan, simplex_surrogates
     from mimic_core.edm.simplex import shuffled_targets
-    from mimic_core.io import write_json
 
     try:
         import pyEDM
     except ImportError:  # pragma: no cover
-        raise click.ClickException("pyEDM is needed for the comparison (a test-only dependency)")
+        raise MimicError("pyEDM is needed for the comparison (a test-only dependency: pip install pyEDM)")
 
     n = n_lib + n_pred
     data = lorenz96(n, seed=seed)
@@ -119,10 +114,8 @@ def edm_bench_cmd(n_lib, n_pred, max_E, max_Tp, surrogates, seed, repeats, out_p
 
     d_scan = float(np.nanmax(np.abs(scan["rho"][:, 0, :, 0] - ref_scan_rho)))
     d_sur = float(max(abs(sur.rho - ref_sur_rho[0]), np.nanmax(np.abs(sur.null - ref_sur_rho[1:]))))
-    backend = jax.default_backend()
-    cores = os.cpu_count()
     report = {
-        "machine": machine_info() | {"pyEDM": pyEDM.__version__ if hasattr(pyEDM, "__version__") else "2.5.7"},
+        "machine": {**hardware(), "versions": {**versions(), "pyEDM": package_version("pyEDM")}},
         "data": {"kind": "Lorenz-96, 5-D, RK4 dt 0.05, seed %d" % seed, "n_lib": n_lib, "n_pred": n_pred},
         "timing": f"median of {repeats} runs per side, ours and pyEDM alternating; ours after one "
                   "first call (compile), reported apart",
@@ -138,11 +131,13 @@ def edm_bench_cmd(n_lib, n_pred, max_E, max_Tp, surrogates, seed, repeats, out_p
                        "max_abs_rho_diff": d_sur, "rho": sur.rho, "p_value": sur.p_value,
                        "null_mean": sur.null_mean, "null_p95": sur.null_p95},
     }
-    out_path = out_path or f"reports/benchmarks/edm-{backend}-{cores}.json"
-    write_json(out_path, report)
-    click.echo(f"{'':12s}{'ours (s)':>12s}{'1st call':>10s}{'pyEDM (s)':>11s}{'ratio':>8s}{'max|drho|':>11s}")
+    return report
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{'':12s}{'ours (s)':>12s}{'1st call':>10s}{'pyEDM (s)':>11s}{'ratio':>8s}{'max|drho|':>11s}"]
     for k in ("scan", "surrogates"):
         s = report[k]
-        click.echo(f"{k:12s}{s['ours_s']:12.3f}{s['ours_first_call_s']:10.3f}{s['pyedm_s']:11.3f}"
-                   f"{s['speedup']:8.1f}{s['max_abs_rho_diff']:11.2e}")
-    click.echo(f"wrote {out_path}")
+        lines.append(f"{k:12s}{s['ours_s']:12.3f}{s['ours_first_call_s']:10.3f}{s['pyedm_s']:11.3f}"
+                     f"{s['speedup']:8.1f}{s['max_abs_rho_diff']:11.2e}")
+    return "\n".join(lines)

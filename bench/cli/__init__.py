@@ -1,0 +1,36 @@
+"""The `mimic-bench` command line: click only, a thin layer over mimic_core (the science) and bench (the
+harness). Commands come in three sections: the pipeline's stages (what `dvc repro` runs, every path an
+argument), tools for one's own files, and benchmarks."""
+from __future__ import annotations
+
+import click
+
+from bench.cli import benchmarks, stages, tools
+
+SECTIONS = {
+    "Pipeline stages (dvc.yaml runs them; paths are arguments)": stages.COMMANDS,
+    "Tools (one clip, one policy, one CSV, two revisions)": tools.COMMANDS,
+    "Benchmarks": benchmarks.COMMANDS,
+}
+
+
+class SectionedGroup(click.Group):
+    """A flat command namespace whose help lists the commands by section."""
+
+    def format_commands(self, ctx, formatter):
+        for title, commands in SECTIONS.items():
+            rows = [(c.name, c.get_short_help_str(limit=formatter.width - 6 - max(len(x.name) for x in commands)))
+                    for c in commands]
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=SectionedGroup)
+@click.version_option(package_name="mimic-bench")
+def main():
+    """mimic-bench: reproduce and benchmark MIMIC-MJX (mouse forelimb imitation)."""
+
+
+for _commands in SECTIONS.values():
+    for _command in _commands:
+        main.add_command(_command)

@@ -1,0 +1,53 @@
+"""What every `mimic-bench` command shares: clear errors, the params option, and path options that say
+whether they are a stage's input or its output (tests/test_dvc_wiring.py checks dvc.yaml against them)."""
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from mimic_core.errors import MimicError
+
+
+def clear_errors(fn):
+    """Report pipeline errors as one clear line and exit 1, without a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MimicError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+    return wrapper
+
+
+params_option = click.option("--params", "params_path", default="params.yaml", show_default=True,
+                             type=click.Path(dir_okay=False), help="The params file.")
+
+
+class InputPath(click.Path):
+    """A path the command reads (a stage's dependency)."""
+
+
+class OutputPath(click.Path):
+    """A path the command writes (a stage's output: replaced whole, atomically)."""
+
+    def __init__(self, **kw):
+        super().__init__(writable=True, **kw)
+
+
+class StatePath(click.Path):
+    """A folder the command keeps between runs that is no artifact (e.g. training checkpoints)."""
+
+
+def input_option(name: str, help: str, dir_okay: bool = True, file_okay: bool = True, **kw):
+    """A required input path option (no default: dvc.yaml is where the pipeline's paths live)."""
+    return click.option(name, type=InputPath(dir_okay=dir_okay, file_okay=file_okay), help=help,
+                        **({"required": True} | kw))
+
+
+def output_option(name: str, help: str, dir_okay: bool = True, file_okay: bool = True, **kw):
+    """A required output path option."""
+    return click.option(name, type=OutputPath(dir_okay=dir_okay, file_okay=file_okay), help=help,
+                        **({"required": True} | kw))

@@ -1,0 +1,271 @@
+"""Tools for one's own files, outside the pipeline: make the synthetic twin, register one clip or a glob of
+clips, evaluate one policy on other clips, simplex projection on a CSV, compare metrics across revisions."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from bench.cli.common import clear_errors, params_option
+from mimic_core.errors import DataError
+
+KEYPOINT_FORMATS = ["stac_h5", "sleap_anipose_h5", "anipose_csv"]
+UNITS = ["m", "cm", "mm"]
+
+
+@click.command("make-twin")
+@click.option("--seed", type=int, default=None, help="Random seed (default: twin.seed in params).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder (the pipeline's: data/raw/twin; then `dvc add data/raw`).")
+@params_option
+@clear_errors
+def make_twin_cmd(seed, out_dir, params_path):
+    """Generate the synthetic twin: reach trials with keypoints, raw EMG and ground truth."""
+    from mimic_core.data.twin import make_twin
+    from mimic_core.io import atomic_dir
+    from mimic_core.params import load_params, section
+
+    params = load_params(params_path)
+    cfg = section(params, "twin")
+    seed = cfg["seed"] if seed is None else seed
+    n = int(cfg["n_trials"])
+    with click.progressbar(length=n, label=f"synthetic twin (seed {seed})", file=sys.stderr) as bar:
+        with atomic_dir(out_dir) as tmp:
+            manifest = make_twin(tmp, seed=seed, twin_cfg=cfg, model_xml=section(params, "model.xml"),
+                                 keypoint_map=section(params, "model.keypoint_map"),
+                                 emg_muscles=section(params, "model.emg_muscles"),
+                                 progress=lambda _: bar.update(1))
+    click.echo(f"wrote {manifest['n_trials']} synthetic trials to {out_dir} (static-optimisation torque residual, "
+               f"median {manifest['static_optimization']['torque_residual_rel_median']:.2g})")
+
+
+def parse_keypoint_map(text: str | None) -> dict[str, str] | None:
+    """'Shoulder=scapula,Elbow=elbow' or a JSON/YAML mapping -> dict."""
+    if not text:
+        return None
+    import yaml
+
+    from mimic_core.errors import ParamsError
+
+    if "=" in text and not text.strip().startswith("{"):
+        pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+        if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+            raise ParamsError(f"--keypoint-map: expected NAME=BODY pairs separated by commas, got {text!r}")
+        return {k.strip(): v.strip() for k, v in pairs}
+    value = yaml.safe_load(text)
+    if not isinstance(value, dict) or not value:
+        raise ParamsError(f"--keypoint-map: expected a mapping of keypoint names to bodies, got {text!r}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _per_keypoint(e: dict) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in e["per_keypoint"].items())
+
+
+@click.command("register-clip")
+@click.option("--keypoints", "keypoints_path", required=True, type=click.Path(dir_okay=False),
+              help="The clip's keypoints (any supported format).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output HDF5 (stac-mjx schema).")
+@click.option("--format", "fmt", type=click.Choice(KEYPOINT_FORMATS), default=None,
+              help="Keypoint file format (default: detected from the file).")
+@click.option("--units", type=click.Choice(UNITS), default=None,
+              help="Units of the stored coordinates (default: params for the params' format; m for stac_h5).")
+@click.option("--fps", type=float, default=None, help="Frame rate (default: data.keypoints.fps in params).")
+@click.option("--names", default=None, help="Node names in file order, comma-separated (SLEAP-Anipose files).")
+@click.option("--model", "model_xml", type=click.Path(dir_okay=False), default=None,
+              help="MJCF model (default: model.xml in params).")
+@click.option("--keypoint-map", default=None, help="Keypoint to body map, e.g. 'Shoulder=scapula,Elbow=elbow,Wrist=wrist_body'.")
+@params_option
+@clear_errors
+def register_clip_cmd(keypoints_path, out_path, fmt, units, fps, names, model_xml, keypoint_map, params_path):
+    """Register one clip file to the model with STAC (JAX) and print its error."""
+    from mimic_core.params import load_params
+    from mimic_core.stac.files import register_file
+
+    m = register_file(load_params(params_path), Path(keypoints_path), Path(out_path), fmt, units, fps,
+                      names.split(",") if names else None, model_xml, parse_keypoint_map(keypoint_map))
+    e = m["keypoint_error_mm"]
+    click.echo(f"{Path(keypoints_path).stem}: keypoint error mean {e['mean']:.3f} mm, median {e['median']:.3f} mm "
+               f"({_per_keypoint(e)}) -> {out_path}")
+
+
+@click.command("register-clips")
+@click.option("--glob", "pattern", required=True, help="Keypoint files, e.g. '../shared/real/mouse_arm_clips/*.h5'.")
+@click.option("--format", "fmt", type=click.Choice(KEYPOINT_FORMATS), default=None)
+@click.option("--units", type=click.Choice(UNITS), required=True, help="Units of the stored coordinates.")
+@click.option("--fps", type=float, required=True, help="Frame rate (Hz).")
+@click.option("--label", type=click.Choice(["real", "synthetic"]), required=True, help="What the data are.")
+@click.option("--out-dir", type=click.Path(file_okay=False), default=None, help="Write one HDF5 per clip here.")
+@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False), required=True)
+@params_option
+@clear_errors
+def register_clips_cmd(pattern, fmt, units, fps, label, out_dir, metrics_path, params_path):
+    """Register a folder of clips at once (e.g. the real clips) and write their metrics."""
+    from mimic_core.params import load_params
+    from mimic_core.stac.files import register_glob
+
+    m = register_glob(load_params(params_path), pattern, units, fps, label, Path(metrics_path),
+                      Path(out_dir) if out_dir else None, fmt)
+    e = m["keypoint_error_mm"]
+    click.echo(f"registered {m['n_clips']} clips ({label}): mean {e['mean']:.3f} mm, median {e['median']:.3f} mm "
+               f"({_per_keypoint(e)})")
+
+
+@click.command("evaluate-policy")
+@click.option("--policy", "policy_dir", required=True, type=click.Path(file_okay=False), help="A trained policy.")
+@click.option("--registered", required=True, help="Registered clips: a folder or a glob.")
+@click.option("--metrics", "metrics_path", required=True, type=click.Path(dir_okay=False),
+              help="Tracking metrics JSON ({weight: metrics}).")
+@click.option("--rollout", "rollout_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write the rollout (HDF5) here.")
+@click.option("--fps", type=float, default=None, help="Frame rate of clips that do not store it.")
+@click.option("--label", type=click.Choice(["real", "synthetic"]), default=None, help="What the clips are.")
+@params_option
+@clear_errors
+def evaluate_policy_cmd(policy_dir, registered, metrics_path, rollout_path, fps, label, params_path):
+    """Roll out one trained policy on other clips (e.g. the real ones) and score its tracking."""
+    from mimic_core.io import write_json
+    from mimic_core.params import load_params
+    from mimic_core.track.evaluate import write_rollout
+    from mimic_core.track.stage import evaluate_policy
+
+    weight, metrics, rec, kp, clips, fm = evaluate_policy(load_params(params_path), Path(policy_dir), registered,
+                                                          label, fps=fps)
+    write_json(metrics_path, {weight: metrics})
+    if rollout_path:
+        write_rollout(Path(rollout_path), rec, kp, clips, fm, weight, metrics["data"])
+    e = metrics["keypoint_error_mm"]
+    click.echo(f"{len(clips.clip_names)} clips ({metrics['data']}), policy lambda_ctrl {weight}: keypoint error "
+               f"mean {e['mean']:.3f} mm ({_per_keypoint(e)}), joint error {metrics['joint_error_deg']:.2f} deg")
+
+
+def parse_int_range(text: str, name: str) -> list[int]:
+    """'3' -> [3]; '1-10' -> [1..10]; '-2--1' -> [-2, -1]; '0,1,5' -> [0, 1, 5]."""
+    out: list[int] = []
+    for part in str(text).replace(" ", "").split(","):
+        m = re.fullmatch(r"(-?\d+)(?:-(-?\d+))?", part)
+        if not m:
+            raise DataError(None, name, f"expected an integer, a range like 1-10 or a list like 0,1,5; got {text!r}")
+        a = int(m.group(1))
+        b = int(m.group(2)) if m.group(2) is not None else a
+        if b < a:
+            raise DataError(None, name, f"range {part} runs backwards")
+        out.extend(range(a, b + 1))
+    return out
+
+
+def _pairs(values) -> list[int]:
+    return [int(v) for pair in values for v in pair]
+
+
+@click.command("simplex")
+@click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False), help="Input CSV (header row).")
+@click.option("--columns", required=True, help='Embedding columns, space separated: "a b".')
+@click.option("--target", required=True, help="Target column.")
+@click.option("--E", "E", default="3", show_default=True, help="Embedding dimension, or a range 1-10 to scan.")
+@click.option("--tau", default="-1", show_default=True, help="Delay (non-zero; negative = past lags).")
+@click.option("--Tp", "Tp", default="1", show_default=True, help="Prediction horizon, or a range 1-10 to scan.")
+@click.option("--lib", nargs=2, type=int, multiple=True, required=True,
+              help="Library rows START STOP (1-based, inclusive); repeat for a disjoint library.")
+@click.option("--pred", nargs=2, type=int, multiple=True, required=True,
+              help="Prediction rows START STOP (1-based, inclusive); repeatable.")
+@click.option("--exclusion-radius", default=0, show_default=True, type=int,
+              help="Exclude library neighbours within this many rows of the predicted row.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
+              help="Write the predictions table (or the scan table) as CSV.")
+@clear_errors
+def simplex_cmd(csv_path, columns, target, E, tau, Tp, lib, pred, exclusion_radius, as_json, out_path):
+    """Simplex projection of TARGET from a delay embedding of COLUMNS (pyEDM 2.x semantics)."""
+    import numpy as np
+    import pandas as pd
+
+    from mimic_core.edm import load_csv, simplex, simplex_scan
+
+    cols = columns.replace(",", " ").split()
+    if not cols:
+        raise DataError(csv_path, "columns", "no columns given")
+    Es = parse_int_range(E, "E")
+    Tps = parse_int_range(Tp, "Tp")
+    taus = parse_int_range(tau, "tau")
+    data, names = load_csv(csv_path, cols, [target])
+    libp, predp = _pairs(lib), _pairs(pred)
+    try:
+        if len(Es) == 1 and len(Tps) == 1 and len(taus) == 1:
+            res = simplex(data, cols, target, libp, predp, E=Es[0], Tp=Tps[0], tau=taus[0],
+                          exclusion_radius=exclusion_radius, names=names)
+            if out_path:
+                from mimic_core.io import atomic_path
+                with atomic_path(out_path) as tmp:
+                    pd.DataFrame({"Row": res.rows + 1, "Observations": res.observations,
+                                  "Predictions": res.predictions,
+                                  "Pred_Variance": res.variance}).to_csv(tmp, index=False)
+            d = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in res.as_dict().items()}
+            if as_json:
+                click.echo(json.dumps(d))
+            else:
+                click.echo(f"rho {res.rho:.6f}  mae {res.mae:.6f}  rmse {res.rmse:.6f}  n {res.n}")
+            return
+        scan = simplex_scan(data, cols, target, libp, predp, E=Es, Tp=Tps, tau=taus,
+                            exclusion_radius=exclusion_radius, names=names)
+    except DataError as e:
+        if e.path is None:     # name the file too
+            raise DataError(csv_path, e.field, e.reason) from None
+        raise
+    rows = []
+    for i, e_ in enumerate(Es):
+        for j, ta in enumerate(taus):
+            for k, tp in enumerate(Tps):
+                rows.append({"E": e_, "tau": ta, "Tp": tp, "rho": float(scan["rho"][i, j, k, 0]),
+                             "mae": float(scan["mae"][i, j, k, 0]), "rmse": float(scan["rmse"][i, j, k, 0]),
+                             "n": int(scan["n"][i, j, k, 0])})
+    keys = [k for k, vals in (("E", Es), ("tau", taus), ("Tp", Tps)) if len(vals) > 1]
+    table = pd.DataFrame(rows)[keys + ["rho", "mae", "rmse", "n"]]
+    if out_path:
+        from mimic_core.io import atomic_path
+        with atomic_path(out_path) as tmp:
+            table.to_csv(tmp, index=False)
+    if as_json:
+        click.echo(json.dumps([{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                                for k, v in r.items()} for r in table.to_dict("records")]))
+    else:
+        click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.6f}"))
+
+
+@click.command("compare")
+@click.argument("a", required=False)
+@click.argument("b", required=False)
+@click.option("--all", "show_all", is_flag=True, help="Show unchanged metrics too.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
+@params_option
+@clear_errors
+def compare_cmd(a, b, show_all, as_json, params_path):
+    """Compare metrics: revision A against B (default: HEAD against the workspace), or two
+    metrics JSON files (compare OLD.json NEW.json).
+
+    With revisions, every metrics file that dvc.yaml declares is compared (dvc metrics diff).
+    Which way is better and the tolerances come from the `compare` section of params.yaml.
+    Exits 1 when any metric regresses beyond its tolerance.
+    """
+    from bench.compare import compare, has_regression, parse_rules, summary, table
+    from mimic_core.params import load_params, section
+
+    rules = parse_rules(section(load_params(params_path), "compare"))
+    rows, a_label, b_label, notes = compare(a, b, rules)
+    shown = rows if show_all else [r for r in rows if r.changed]
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in shown], indent=2))
+    else:
+        if shown:
+            click.echo(table(shown))
+        click.echo(summary(rows, a_label, b_label))
+    if has_regression(rows):
+        sys.exit(1)
+
+
+COMMANDS = [make_twin_cmd, register_clip_cmd, register_clips_cmd, evaluate_policy_cmd, simplex_cmd, compare_cmd]

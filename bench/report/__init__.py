@@ -1,0 +1,45 @@
+"""The `report` stage: the paper's figures against this run's, in reports/summary.md, with plots.
+
+Every input is optional: a file that is absent makes its rows say "not run"; a file that is there
+but has the wrong shape is a DataError naming the file and the field. The figures and the rule by
+which a value "meets" each of them come from params `report` (bench.report.figures). The report
+reads metrics files only (and, for the EMG plot, the prepared EMG and the rollouts).
+
+Convergence: the trailing moving average of joint_error_deg over ``smooth_iterations`` training
+iterations; its final value is the last smoothed value; the run has converged at the first env step
+from which the smoothed error stays within ``tolerance_deg`` of that final value.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from bench.report.figures import Figure, ReportSettings, figure, report_settings
+from bench.report.inputs import Sources, collect, convergence
+from bench.report.plots import PLOTS, make_plots
+from bench.report.render import render
+from bench.report.rows import NOT_RUN, all_rows, counts
+
+__all__ = ["Figure", "NOT_RUN", "PLOTS", "ReportSettings", "Sources", "convergence", "figure", "report_settings",
+           "run_report"]
+
+
+def run_report(params: Mapping[str, Any], sources: Sources, out: str | os.PathLike, plots_dir: str | os.PathLike,
+               plots: bool = True) -> dict[str, Any]:
+    """The stage: read what is there, write `out` (Markdown) and the plots (the folder is replaced whole)."""
+    from mimic_core.io import atomic_dir, atomic_path
+
+    s = report_settings(params.get("report"))
+    c = collect(sources, s)
+    rows = all_rows(c, s)
+    out, plots_dir = Path(out), Path(plots_dir)
+    drawn = None
+    rel = Path(os.path.relpath(plots_dir.resolve(), out.resolve().parent)).as_posix()
+    if plots:
+        with atomic_dir(plots_dir) as tmp:
+            drawn = make_plots(c, s, tmp)
+    text = render(rows, c, s, drawn, rel)
+    with atomic_path(out, suffix=".md") as tmp:
+        tmp.write_text(text)
+    return {"rows": rows, "counts": counts(rows), "plots": drawn, "text": text}

@@ -1,1 +1,0 @@
-"""Benchmarks of the library itself (the `mimic-bench` commands that time things)."""

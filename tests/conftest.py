@@ -1,0 +1,13 @@
+"""What the suite shares: JAX's persistent compilation cache (a program compiled once is reused by every
+later test, and by the subprocess tests)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Before JAX is imported anywhere: the cache folder is shared with subprocesses through the environment.
+CACHE_DIR = Path(os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".pytest_jax_cache")))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
