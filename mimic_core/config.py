@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import types
+import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Mapping, TypeVar, Union
 
@@ -51,7 +53,17 @@ def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
         if part not in fields:
             return []
         node = _model_of(fields[part])
+        if _is_mapping(fields[part]):
+            next(parts, None)   # the mapping's own key (e.g. an analysis name)
     return list(_fields(node) or [])
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """Whether an annotation is dict[...] (through Annotated and | None)."""
+    origin = typing.get_origin(annotation)
+    if origin is dict:
+        return True
+    return origin in (Annotated, Union, types.UnionType) and any(_is_mapping(a) for a in typing.get_args(annotation))
 
 
 def _model_of(annotation: Any) -> Any:
