@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Mapping, TypeVar, Union
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictFloat, StrictInt,
-                      ValidationError, model_validator)
+                      TypeAdapter, ValidationError, model_validator)
 
 from mimic_core.errors import ParamsError
 
@@ -115,7 +115,9 @@ def describe(e: ValidationError, model: type[BaseModel], where: str) -> list[str
 def validate(model: type[M], data: Any, where: str = "", file: str = "params.yaml") -> M:
     """`model` built from `data`, or a ParamsError naming the file and every bad key."""
     try:
-        return model.model_validate(data)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model.model_validate(data)
+        return TypeAdapter(model).validate_python(data)   # a dataclass section
     except ValidationError as e:
         lines = describe(e, model, where)
         head = f"{file}: " + (lines[0] if len(lines) == 1 else f"{len(lines)} problems in '{where or 'params'}':")
@@ -307,6 +309,11 @@ class StacConfig:
     offset_reg: NonNegFloat       # penalty toward the initial offsets, in frame-equivalents
     min_fit_frames: PosInt        # frames with every keypoint present needed to fit offsets
     n_init: PosInt                # starts per joint for the first frame (grid over the range)
+
+    @classmethod
+    def from_params(cls, stac: Any) -> "StacConfig":
+        """The solver settings of params['stac'] alone, checked (every key known and present)."""
+        return validate(StacSection, stac, "stac").solver()
 
 
 @dataclass(frozen=True)

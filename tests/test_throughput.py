@@ -31,7 +31,8 @@ def tiny_params(tmp_path) -> Path:
     """The repository's params with a tiny track section and no registered clips (the synthetic fallback)."""
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["model"]["xml"] = str(ROOT / p["model"]["xml"])
-    p["track"] = {**p["track"], **TINY_TRACK, "registered_dir": str(tmp_path / "no-clips")}
+    p["track"] = {**p["track"], **{k: {**p["track"][k], **v} for k, v in TINY_TRACK.items()},
+                  "registered_dir": str(tmp_path / "no-clips")}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(p))
     return path
