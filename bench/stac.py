@@ -69,21 +69,17 @@ def run_benchmark(params: dict, keypoints_path: str, clips: int, frames: int, ba
     """
     import jax
 
+    from mimic_core.config import as_params
     from mimic_core.errors import ParamsError
-    from mimic_core.model import DEFAULT_KEYPOINT_MAP, load_forelimb
+    from mimic_core.model import load_forelimb
     from mimic_core.stac.baseline import joint_bounds, register_clip_scipy
-    from mimic_core.stac.solver import StacConfig, make_kinematics, make_register
+    from mimic_core.stac.register import stac_settings
+    from mimic_core.stac.solver import make_kinematics, make_register
 
-    stac = params.get("stac") or {}
-    cfg = StacConfig.from_params(stac)
-    model_p = params.get("model") or {}
-    fm = load_forelimb(model_p.get("xml"), model_p.get("keypoint_map") or DEFAULT_KEYPOINT_MAP)
-    if "initial_offsets_mm" not in stac:
-        raise ParamsError("params.yaml: missing 'stac.initial_offsets_mm'")
-    off0_mm = np.asarray(stac["initial_offsets_mm"], dtype=float)
-    if off0_mm.shape != (len(fm.keypoint_names), 3):
-        raise ParamsError(f"params.yaml: stac.initial_offsets_mm must be {len(fm.keypoint_names)} x 3 (mm)")
-    off0 = off0_mm * 1e-3
+    p = as_params(params)
+    fm = load_forelimb(p.model.xml, p.model.keypoint_map)
+    cfg, off0 = stac_settings(p)
+    off0_mm = off0 * 1e3
     y, valid, label = _load(keypoints_path, clips, frames, fm.keypoint_names)
     n_base = clips if baseline_clips is None else min(baseline_clips, clips)
     if n_base < 1:

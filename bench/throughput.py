@@ -243,8 +243,9 @@ def build_setup(params: Mapping[str, Any], devices: list, registered: str | Path
             fm = load_forelimb(params["model"]["xml"], params["model"]["keypoint_map"])
             fps = 1.0 / (cfg.physics.timestep * cfg.physics.substeps)
             frames = max(100, cfg.env.episode_frames + cfg.env.obs_ref_frames + 2)
-            off_mm = np.asarray((params.get("stac") or {}).get("initial_offsets_mm", []), dtype=float)
-            off = off_mm * 1e-3 if off_mm.shape == (len(fm.keypoint_names), 3) else np.zeros((len(fm.keypoint_names), 3))
+            from mimic_core.stac.register import stac_settings
+
+            off = stac_settings(params)[1]
             synth = synthetic_clips(fm, 8, frames, fps, off, seed)
             with tempfile.TemporaryDirectory(prefix="throughput-clips-") as tmp:
                 _write_clips(synth, Path(tmp))

@@ -14,7 +14,7 @@ def _stage_commands() -> dict[str, str]:
     from dvc.repo import Repo
 
     with Repo(str(ROOT)) as repo:
-        return {s.addressing: s.cmd for s in repo.index.stages if s.cmd}
+        return {s.name: s.cmd for s in repo.index.stages if s.cmd}
 
 
 def stage_argv(stage: str, root: str | os.PathLike | None = None, **replace: str) -> list[str]:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from bench.cli import main
 from mimic_core.analysis.latents import explained_variance, run_latents
 from mimic_core.analysis.rollouts import read_rollout
-from mimic_core.edm.analysis import clip_pairs, edm_settings, emg_table, load_emg, run_edm
+from mimic_core.edm.analysis import clip_pairs, emg_table, load_emg, run_edm
 from mimic_core.errors import DataError, ParamsError
 from mimic_core.io import write_h5
 
@@ -179,12 +179,14 @@ def test_clip_pairs_never_cross_clips():
 
 
 def test_edm_bad_params():
-    bad = copy.deepcopy(PARAMS["edm"])
-    bad["analyses"]["sim_biceps_from_joints"]["kind"] = "nope"
-    with pytest.raises(ParamsError, match="kind"):
-        edm_settings(bad)
-    with pytest.raises(ParamsError, match="unknown"):
-        edm_settings({**PARAMS["edm"], "Tpp": 3})
+    from mimic_core.config import as_params
+
+    bad = copy.deepcopy(PARAMS)
+    bad["edm"]["analyses"]["sim_biceps_from_joints"]["kind"] = "nope"
+    with pytest.raises(ParamsError, match=r"edm\.analyses\.sim_biceps_from_joints\.kind"):
+        as_params(bad)
+    with pytest.raises(ParamsError, match=r"'edm\.Tpp': unknown key"):
+        as_params({**PARAMS, "edm": {**PARAMS["edm"], "Tpp": 3}})
 
 
 def test_edm_missing_rollout_file(data, tmp_path):

@@ -27,7 +27,7 @@ def _stages():
     from dvc.repo import Repo
 
     with Repo(str(ROOT)) as repo:
-        return [(s.addressing, s.cmd, [str(d.def_path) for d in s.deps], [str(o.def_path) for o in s.outs])
+        return [(s.name, s.cmd, [str(d.def_path) for d in s.deps], [str(o.def_path) for o in s.outs])
                 for s in repo.index.stages if s.cmd]
 
 

@@ -2,12 +2,13 @@
 import numpy as np
 import pytest
 
+from mimic_core.config import PrepareEmg, validate
 from mimic_core.data.emg import check_rate, envelope, epoch, prepare_emg
 from mimic_core.data.loaders import EmgData
 from mimic_core.errors import DataError
 
-CFG = {"bandpass_hz": [20.0, 1000.0], "bandpass_order": 4, "envelope_lowpass_hz": 50.0, "envelope_order": 4,
-       "scale_percentile": 98.0, "epoch_s": 0.3, "fps": 200}
+CFG = validate(PrepareEmg, {"bandpass_hz": [20.0, 1000.0], "bandpass_order": 4, "envelope_lowpass_hz": 50.0,
+                            "envelope_order": 4, "scale_percentile": 98.0, "epoch_s": 0.3, "fps": 200})
 FS = 30000.0
 
 

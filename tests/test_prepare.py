@@ -35,6 +35,7 @@ def params_for(twin_dir: Path) -> dict:
     p["data"]["keypoints"]["glob"] = str(twin_dir / "pose-3d" / "*.csv")
     p["data"]["emg"]["glob"] = str(twin_dir / "emg" / "*.h5")
     p["data"]["truth_dir"] = str(twin_dir / "truth")
+    p["twin"].update(n_trials=6, seed=7)   # the settings small_twin was made with (its manifest is checked)
     return p
 
 
@@ -76,6 +77,9 @@ def _copy_twin(src: Path, dst: Path) -> Path:
 def test_keypoint_names_missing_from_the_map(small_twin, tmp_path):
     p = params_for(small_twin)
     p["model"]["keypoint_map"] = {"Shoulder": "scapula", "Paw": "wrist_body"}
+    # A lab's own map (not the twin: its manifest is not compared), offsets for its two keypoints.
+    p["data"]["label"] = "real"
+    p["stac"]["initial_offsets_mm"] = p["twin"]["offsets_mm"]["mean"] = [[1.7, 0.7, 1.5], [1.6, -0.2, 0.0]]
     with pytest.raises(DataError, match=r"trial01\.csv.*'names'.*Paw"):
         run_prepare(p, tmp_path / "out", tmp_path / "m.json")
     assert not (tmp_path / "out").exists() and not (tmp_path / "m.json").exists()

@@ -15,13 +15,14 @@ from mimic_core.data import loaders
 from mimic_core.errors import DataError, ModelError
 from mimic_core.model import DEFAULT_KEYPOINT_MAP, keypoint_positions, load_forelimb
 from mimic_core.stac import register as stage
+from mimic_core.stac.register import stac_settings
 from mimic_core.stac.solver import (MM, StacConfig, body_poses, fit_offsets, ik_frame, make_kinematics,
                                     make_register, sites)
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 REAL = ROOT.parent / "shared" / "real" / "mouse_arm_clips"
-CFG = StacConfig.from_params(PARAMS["stac"])
+CFG = stac_settings(PARAMS)[0]
 OFF0 = np.asarray(PARAMS["stac"]["initial_offsets_mm"]) * 1e-3
 
 ARM = """<mujoco><worldbody><body name="a" pos="0.01 0 0" euler="10 20 30">

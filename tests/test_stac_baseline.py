@@ -26,21 +26,24 @@ residual) must agree.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from mimic_core.model import DEFAULT_KEYPOINT_MAP, keypoint_positions, load_forelimb
 from mimic_core.stac.baseline import _Frame, register_clip_scipy
-from mimic_core.stac.solver import StacConfig
+from mimic_core.params import load_params
+from mimic_core.stac.register import stac_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYPOINTS = ROOT / "data" / "prepared" / "keypoints.h5"
-LIGHT = StacConfig(n_iters=1, n_init=2)
+LIGHT = dataclasses.replace(stac_settings(load_params(ROOT / "params.yaml"))[0], n_iters=1, n_init=2)
 OFFSETS0_MM = np.array([[1.7, 0.7, 1.5], [-0.4, 0.1, 2.2], [1.6, -0.2, 0.0]])
 MAX_DEG, MEDIAN_DEG = 0.05, 0.005
 
@@ -122,8 +125,9 @@ def test_bench_stac_end_to_end(tmp_path, monkeypatch, register_light):
     real = solver.make_register
     monkeypatch.setattr(solver, "make_register", lambda kin, cfg: register_light if cfg == LIGHT else real(kin, cfg))
     params = tmp_path / "params.yaml"
-    params.write_text(f"stac:\n  n_iters: {LIGHT.n_iters}\n  n_init: {LIGHT.n_init}\n"
-                      f"  initial_offsets_mm: {OFFSETS0_MM.tolist()}\n")
+    full = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.write_text(yaml.safe_dump({**full, "stac": {**full["stac"], "n_iters": LIGHT.n_iters, "n_init": LIGHT.n_init,
+                                                       "initial_offsets_mm": OFFSETS0_MM.tolist()}}))
     out = tmp_path / "bench" / "stac.json"
     res = CliRunner().invoke(stac_bench_cmd, ["--clips", "2", "--frames", "20", "--baseline-clips", "1",
                                               "--params", str(params), "--keypoints", str(KEYPOINTS),
@@ -153,11 +157,17 @@ def test_bench_stac_reports_bad_input(tmp_path):
     from bench.cli.benchmarks import bench_stac_cmd as stac_bench_cmd
 
     params = tmp_path / "params.yaml"
-    params.write_text("stac:\n  initial_offsets_mm: [[1, 2, 3]]\n")
+    full = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stac = full["stac"]
+    params.write_text(yaml.safe_dump({**full, "stac": {**stac, "initial_offsets_mm": [[1, 2, 3]]}}))
     res = CliRunner().invoke(stac_bench_cmd, ["--params", str(params), "--keypoints", str(KEYPOINTS),
                                               "--out", str(tmp_path / "x.json")])
     assert res.exit_code == 1 and "initial_offsets_mm" in res.output
-    params.write_text(f"stac: {{n_iters: 1, initial_offsets_mm: {OFFSETS0_MM.tolist()}}}\n")
+    params.write_text(yaml.safe_dump({**full, "stac": {**stac, "lm_max_iter": 5}}))   # a typo is named, not ignored
+    res = CliRunner().invoke(stac_bench_cmd, ["--params", str(params), "--keypoints", str(KEYPOINTS),
+                                              "--out", str(tmp_path / "x.json")])
+    assert res.exit_code == 1 and "did you mean 'stac.lm_max_iters'" in res.output
+    params.write_text(yaml.safe_dump({**full, "stac": {**stac, "n_iters": 1}}))
     res = CliRunner().invoke(stac_bench_cmd, ["--params", str(params), "--keypoints", str(tmp_path / "none.h5"),
                                               "--out", str(tmp_path / "x.json")])
     assert res.exit_code == 1 and "not found" in res.output and not (tmp_path / "x.json").exists()

@@ -31,7 +31,7 @@ def tiny_params(tmp_path) -> Path:
     """The repository's params with a tiny track section and no registered clips (the synthetic fallback)."""
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["model"]["xml"] = str(ROOT / p["model"]["xml"])
-    p["track"] = {**p["track"], **TINY_TRACK, "registered_dir": str(tmp_path / "no-clips")}
+    p["track"] = {**p["track"], **{k: {**p["track"][k], **v} for k, v in TINY_TRACK.items()}}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(p))
     return path
@@ -112,6 +112,7 @@ def test_out_of_memory_errors_are_recognised():
 def test_a_tiny_real_run_writes_finite_positive_figures(tiny_params, tmp_path):
     out = tmp_path / "reports"
     res = CliRunner().invoke(main, ["throughput", "--envs", "2", "--seconds", "0.2", "--repeats", "1",
+                                    "--registered", str(tmp_path / "no-clips"),
                                     "--out-dir", str(out), "--params", str(tiny_params)])
     assert res.exit_code == 0, res.output
     r = json.loads(_one(out, "json").read_text())
@@ -161,6 +162,7 @@ def test_out_of_memory_stops_at_the_largest_count_that_fits(tiny_params, tmp_pat
         monkeypatch.setattr(tp, f"measure_{name}", fake(name, key))
     out = tmp_path / "reports"
     res = CliRunner().invoke(main, ["throughput", "--envs", "1,16,64,256", "--out-dir", str(out),
+                                    "--registered", str(tmp_path / "no-clips"),
                                     "--params", str(tiny_params)])
     assert res.exit_code == 0, res.output
     assert "stopped at 64 envs: out of memory in train" in res.output
@@ -181,6 +183,7 @@ def test_other_errors_are_not_swallowed(tiny_params, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tp, "measure_physics", broken)
     res = CliRunner().invoke(main, ["throughput", "--envs", "1", "--out-dir", str(tmp_path / "r"),
+                                    "--registered", str(tmp_path / "no-clips"),
                                     "--params", str(tiny_params)])
     assert res.exit_code != 0 and isinstance(res.exception, RuntimeError)
     assert not (tmp_path / "r").exists()

@@ -7,6 +7,7 @@ only in params.yaml.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -28,16 +29,19 @@ from mimic_core.track.reference import ReferenceClips, load_registered
 
 ROOT = Path(__file__).resolve().parents[1]
 KMAP = {"Shoulder": "scapula", "Elbow": "elbow", "Wrist": "wrist_body"}
+_REPO = yaml.safe_load((ROOT / "params.yaml").read_text())
 
-TINY = {
-    "ctrl_cost_weights": [0, 0.15],
-    "physics": {"timestep": 0.0025, "substeps": 2},
-    "env": {"episode_frames": 8, "obs_ref_frames": 2, "joint_scale": 20.0, "ctrl_diff_weight": 0.05,
-            "energy_weight": 0.2},
-    "network": {"hidden": [16, 16], "intention_size": 2, "kl_warmup_fraction": 0.5},
-    "ppo": {"num_envs": 8, "unroll_length": 4, "num_minibatches": 2, "update_epochs": 2,
-            "total_env_steps": 96, "learning_rate": 1e-3, "checkpoint_every": 1},
-}
+# Small networks and a handful of envs over the repository's params; termination and the intention's
+# initial log-variance as the tests were written for.
+TINY = {**_REPO["track"],
+        "physics": {**_REPO["track"]["physics"], "timestep": 0.0025, "substeps": 2},
+        "env": {**_REPO["track"]["env"], "episode_frames": 8, "obs_ref_frames": 2, "joint_scale": 20.0,
+                "ctrl_diff_weight": 0.05, "energy_weight": 0.2, "termination_error_deg": 30.0},
+        "network": {**_REPO["track"]["network"], "hidden": [16, 16], "intention_size": 2,
+                    "kl_warmup_fraction": 0.5, "intention_init_logvar": 0.0},
+        "ppo": {**_REPO["track"]["ppo"], "num_envs": 8, "unroll_length": 4, "num_minibatches": 2,
+                "update_epochs": 2, "total_env_steps": 96, "learning_rate": 1e-3, "checkpoint_every": 1},
+        "ctrl_cost_weights": [0, 0.15], "profile": "cpu", "profiles": {}}
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +112,7 @@ def trainer(cfg, env):
 def test_unknown_and_mistyped_keys_are_named():
     bad = copy.deepcopy(TINY)
     bad["ppo"]["num_env"] = 8
-    with pytest.raises(ParamsError, match=r"track\.ppo\.num_env'.*valid keys"):
+    with pytest.raises(ParamsError, match=r"track\.ppo\.num_env'.*did you mean 'track\.ppo\.num_envs'"):
         track_config(bad)
     bad = copy.deepcopy(TINY)
     bad["ppo"]["num_envs"] = "many"
@@ -117,7 +121,9 @@ def test_unknown_and_mistyped_keys_are_named():
     with pytest.raises(ParamsError, match=r"track\.evnv"):
         track_config({**TINY, "evnv": {}})
     with pytest.raises(ParamsError, match="integrator"):
-        track_config({**TINY, "physics": {"integrator": "leapfrog"}})
+        track_config({**TINY, "physics": {**TINY["physics"], "integrator": "leapfrog"}})
+    with pytest.raises(ParamsError, match=r"'track\.ppo': missing"):
+        track_config({k: v for k, v in TINY.items() if k != "ppo"})
 
 
 def test_profile_overrides_merge_over_the_base():
@@ -126,6 +132,8 @@ def test_profile_overrides_merge_over_the_base():
     assert c.ppo.num_envs == 4096 and c.ppo.unroll_length == TINY["ppo"]["unroll_length"]
     with pytest.raises(ParamsError, match="not defined"):
         track_config({**t, "profile": "gpu"})
+    with pytest.raises(ParamsError, match=r"track\.profiles\.paper\.ppo\.num_env'"):
+        track_config({**t, "profile": "cpu", "profiles": {"paper": {"ppo": {"num_env": 4096}}}})
 
 
 def test_the_repository_params_build_both_profiles():
@@ -140,7 +148,7 @@ def test_the_repository_params_build_both_profiles():
 
 
 def test_control_step_must_match_the_reference_rate(fm, clips, cfg):
-    physics = cfg.physics.__class__(timestep=0.002, substeps=2)
+    physics = dataclasses.replace(cfg.physics, timestep=0.002, substeps=2)
     with pytest.raises(ParamsError, match="reference rate"):
         ImitationEnv(fm.model, clips, cfg.env, physics, 0.0)
 
@@ -217,7 +225,6 @@ def test_episodes_truncate_terminate_and_auto_reset(env, env_step):
 # -- PPO pieces -----------------------------------------------------------------------------
 
 def test_gae_by_hand():
-    from mimic_core.track.config import PPOConfig
     from mimic_core.track.losses import Transition, gae
 
     rng = np.random.default_rng(0)
@@ -227,7 +234,7 @@ def test_gae_by_hand():
     trunc = np.zeros((T, B)); trunc[3, 1] = 1
     boot = rng.normal(size=B)
     batch = Transition(None, None, None, None, jnp.asarray(v), jnp.asarray(r), jnp.asarray(term), jnp.asarray(trunc))
-    targets, adv = gae(batch, jnp.asarray(boot), PPOConfig(discount=g, gae_lambda=lam))
+    targets, adv = gae(batch, jnp.asarray(boot), dataclasses.replace(track_config(TINY).ppo, discount=g, gae_lambda=lam))
     # By hand: delta_t = r_t + g (1 - term_t) v_{t+1} - v_t; A_t = delta_t + g lam (1 - term_t) A_{t+1};
     # a truncated step contributes nothing and cuts the recursion.
     vnext = np.concatenate([v[1:], boot[None]])

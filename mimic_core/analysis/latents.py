@@ -13,22 +13,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mimic_core.analysis.rollouts import read_rollout, sweep_keys
-from mimic_core.errors import DataError, ParamsError
-
-
-def latents_settings(cfg: Any) -> tuple[list[str], int]:
-    """(layers, n_components) from params['latents'], checked."""
-    if not isinstance(cfg, Mapping):
-        raise ParamsError("params.yaml: missing 'latents' section")
-    unknown = set(cfg) - {"layers", "n_components"}
-    if unknown:
-        raise ParamsError(f"params.yaml: unknown key(s) {sorted(unknown)} in 'latents' (valid: layers, n_components)")
-    layers, k = cfg.get("layers"), cfg.get("n_components")
-    if not isinstance(layers, list) or not layers or not all(isinstance(x, str) for x in layers):
-        raise ParamsError("params.yaml: 'latents.layers' must be a non-empty list of rollout dataset names")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ParamsError(f"params.yaml: 'latents.n_components' must be an integer >= 1, got {k!r}")
-    return layers, k
+from mimic_core.config import as_params
+from mimic_core.errors import DataError
 
 
 def explained_variance(x: np.ndarray, n_components: int = 3) -> np.ndarray:
@@ -65,10 +51,11 @@ def layer_pca(a: np.ndarray, n_components: int, path: Path, layer: str) -> dict[
 def run_latents(params: Mapping[str, Any], rollouts_dir: str | Path, weights: Sequence[str] | None = None,
                 echo=None) -> dict[str, Any]:
     """The stage: {weight: {layer: {pc1.., n_samples, n_features}}, "data": label}."""
-    layers, k = latents_settings(params.get("latents"))
+    p = as_params(params)
+    layers, k = p.latents.layers, p.latents.n_components
     report: dict[str, Any] = {}
     labels = set()
-    for key in sweep_keys(params, weights):
+    for key in sweep_keys(p, weights):
         ro = read_rollout(rollouts_dir, key, layers)
         labels.add(ro.label)
         report[key] = {layer: layer_pca(ro[layer], k, ro.path, layer) for layer in layers}

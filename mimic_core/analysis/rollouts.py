@@ -37,9 +37,9 @@ def sweep_keys(params: Mapping[str, Any], weights: Sequence[str] | None = None) 
     """The weights' keys (`str` of the YAML values, as the evaluate stage names its files), or `weights`."""
     if weights:
         return [str(w) for w in weights]
-    from mimic_core.track.config import ctrl_cost_weights, weight_key
+    from mimic_core.config import as_params, weight_key
 
-    return [weight_key(w) for w in ctrl_cost_weights(params.get("track", {}))]
+    return [weight_key(w) for w in as_params(params).track.ctrl_cost_weights]
 
 
 def _names(f, path: Path, field: str) -> list[str]:

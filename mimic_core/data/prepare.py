@@ -8,6 +8,7 @@ envelopes are scored against the true activations of the muscles they record.
 from __future__ import annotations
 
 import glob
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -15,6 +16,7 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
+from mimic_core.config import ClipWindow, KeypointSource, Params, PrepareEmg, TwinSection, as_params
 from mimic_core.data import emg as emg_proc
 from mimic_core.data import loaders
 from mimic_core.errors import DataError, ParamsError
@@ -47,23 +49,24 @@ def select_keypoints(kd: loaders.KeypointData, wanted: tuple[str, ...]) -> np.nd
     return kd.keypoints[:, [kd.names.index(n) for n in wanted]]
 
 
+# Readers of the EMG formats of params `data.emg.format`.
+EMG_READERS = {"twin_emg_h5": loaders.load_twin_emg_h5}
+
+
 def cut_clip(x: np.ndarray, start: int, n: int, source: str) -> np.ndarray:
-    if start < 0 or n <= 0:
-        raise ParamsError(f"prepare.clip: start_frame must be >= 0 and n_frames > 0 (got {start}, {n})")
     if x.shape[0] < start + n:
         raise DataError(source, "frames", f"has {x.shape[0]} frames; the clip window needs {start + n} "
                         f"(prepare.clip.start_frame={start}, n_frames={n})")
     return x[start:start + n]
 
 
-def prepare_keypoints(files: list[Path], kp_cfg: Mapping[str, Any], keypoint_names: tuple[str, ...],
-                      clip_cfg: Mapping[str, Any]) -> PreparedKeypoints:
+def prepare_keypoints(files: list[Path], kp_cfg: KeypointSource, keypoint_names: tuple[str, ...],
+                      clip_cfg: ClipWindow) -> PreparedKeypoints:
     """Load, convert and cut every keypoint file."""
-    start, n = int(clip_cfg["start_frame"]), int(clip_cfg["n_frames"])
+    start, n = clip_cfg.start_frame, clip_cfg.n_frames
     clips, arrays, fps = [], [], None
     for path in files:
-        kd = loaders.load_keypoints(path, kp_cfg.get("format"), units=kp_cfg["units"], fps=kp_cfg["fps"],
-                                    names=kp_cfg.get("names"))
+        kd = loaders.load_keypoints(path, kp_cfg.format, units=kp_cfg.units, fps=kp_cfg.fps, names=kp_cfg.names)
         x = cut_clip(select_keypoints(kd, keypoint_names), start, n, kd.source)
         finite = np.isfinite(x).all(-1)
         if not finite.any():
@@ -79,7 +82,7 @@ def prepare_keypoints(files: list[Path], kp_cfg: Mapping[str, Any], keypoint_nam
 
 
 def envelope_truth_r(envelopes: np.ndarray, clip_names: list[str], onsets_s: list[float], truth_dir: Path,
-                     channel_muscles: list[str], emg_cfg: Mapping[str, Any]) -> dict[str, float]:
+                     channel_muscles: list[str], emg_cfg: PrepareEmg) -> dict[str, float]:
     """Pearson r, pooled over all epochs, between each prepared envelope and its muscle's true activation."""
     n = envelopes.shape[1]
     truth = []
@@ -92,8 +95,8 @@ def envelope_truth_r(envelopes: np.ndarray, clip_names: list[str], onsets_s: lis
                 fps = float(f.attrs["fps"])
         except (OSError, KeyError) as e:
             raise DataError(path, "activation", f"cannot read the twin's ground truth: {e}") from e
-        if not np.isclose(fps, float(emg_cfg["fps"])):
-            raise DataError(path, "fps", f"truth at {fps} Hz, envelopes at {emg_cfg['fps']} Hz")
+        if not np.isclose(fps, emg_cfg.fps):
+            raise DataError(path, "fps", f"truth at {fps} Hz, envelopes at {emg_cfg.fps} Hz")
         s0 = int(round(onset * fps))
         truth.append(act[s0:s0 + n][:, [names.index(m) for m in channel_muscles]])
     truth = np.stack(truth)
@@ -101,13 +104,41 @@ def envelope_truth_r(envelopes: np.ndarray, clip_names: list[str], onsets_s: lis
             for c, m in enumerate(channel_muscles)}
 
 
-def run_prepare(params: Mapping[str, Any], out_dir: str | Path, metrics_path: str | Path) -> dict:
+def check_twin(p: Params) -> None:
+    """On the synthetic twin, the twin on disk must be the one params `twin` describes.
+
+    `mimic-bench make-twin` writes `<out>/pose-3d/*.csv` and `<out>/manifest.json` with the settings
+    it used; DVC tracks the files (data.dvc) but not those settings, so they are compared here.
+    """
+    manifest = Path(p.data.keypoints.glob).parent.parent / "manifest.json"
+    if p.data.label != "synthetic" or not manifest.is_file():
+        return
+    doc = json.loads(manifest.read_text())
+    if doc.get("generator") != "mimic-bench make-twin":
+        return
+    recorded = {**doc.get("params", {}), "seed": doc.get("seed")}   # --seed overrides twin.seed
+    try:
+        same = TwinSection.model_validate(recorded) == p.twin
+    except ValueError:
+        same = False   # settings of another version of the schema
+    if not same:
+        now = p.twin.model_dump()
+        diff = sorted(k for k in {**recorded, **now} if recorded.get(k) != now.get(k))
+        raise ParamsError(f"{manifest}: the twin on disk was made with other settings than params 'twin' "
+                          f"(differ: {', '.join('twin.' + k for k in diff) or 'types'}); regenerate it with "
+                          f"`mimic-bench make-twin --out {manifest.parent}` (then `dvc add data/raw`), or set "
+                          f"params 'twin' to the manifest's 'params'")
+
+
+def run_prepare(params: Mapping[str, Any] | Params, out_dir: str | Path, metrics_path: str | Path) -> dict:
     """The whole stage: writes `out_dir`/keypoints.h5 (and emg.h5) and the metrics JSON; returns the metrics."""
-    data = params["data"]
-    label = data["label"]
-    kp_names = tuple(params["model"]["keypoint_map"])
-    kp = prepare_keypoints(find_files(data["keypoints"]["glob"], "data.keypoints.glob"), data["keypoints"],
-                           kp_names, params["prepare"]["clip"])
+    p = as_params(params)
+    check_twin(p)
+    data = p.data
+    label = data.label
+    kp_names = tuple(p.model.keypoint_map)
+    kp = prepare_keypoints(find_files(data.keypoints.glob, "data.keypoints.glob"), data.keypoints,
+                           kp_names, p.prepare.clip)
     metrics: dict[str, Any] = {
         "data": label,
         "n_clips": len(kp.clip_names),
@@ -117,22 +148,22 @@ def run_prepare(params: Mapping[str, Any], out_dir: str | Path, metrics_path: st
                       "missing_fraction": float(1.0 - kp.valid.mean())},
     }
     emg_out = None
-    if data.get("emg", {}).get("glob"):
-        emg_cfg = params["prepare"]["emg"]
-        by_stem = {p.stem: p for p in find_files(data["emg"]["glob"], "data.emg.glob")}
+    if data.emg.glob:
+        emg_cfg = p.prepare.emg
+        by_stem = {f.stem: f for f in find_files(data.emg.glob, "data.emg.glob")}
         missing = [c for c in kp.clip_names if c not in by_stem]
         if missing:
-            raise DataError(data["emg"]["glob"], "clips", f"no EMG file for clips {missing}")
-        trials = [loaders.load_twin_emg_h5(by_stem[c]) for c in kp.clip_names]
+            raise DataError(data.emg.glob, "clips", f"no EMG file for clips {missing}")
+        trials = [EMG_READERS[data.emg.format](by_stem[c]) for c in kp.clip_names]
         env, scale = emg_proc.prepare_emg(trials, emg_cfg)
         channels = list(trials[0].channels)
         onsets = [t.onset_s for t in trials]
         emg_out = (env, channels, onsets, scale)
         metrics["emg"] = {"channels": channels, "epoch_frames": int(env.shape[1]),
                           "scale_uv": dict(zip(channels, map(float, scale)))}
-        if data.get("truth_dir"):
-            muscles = [params["model"]["emg_muscles"][c] for c in channels]
-            r = envelope_truth_r(env, kp.clip_names, onsets, Path(data["truth_dir"]), muscles, emg_cfg)
+        if data.truth_dir:
+            muscles = [p.model.emg_muscles[c] for c in channels]
+            r = envelope_truth_r(env, kp.clip_names, onsets, Path(data.truth_dir), muscles, emg_cfg)
             metrics["emg"]["envelope_vs_true_activation_r"] = {c: r[m] for c, m in zip(channels, muscles)}
     with atomic_dir(out_dir) as tmp:
         write_h5(tmp / "keypoints.h5", {
@@ -150,7 +181,6 @@ def run_prepare(params: Mapping[str, Any], out_dir: str | Path, metrics_path: st
                 "clip_names": np.array(kp.clip_names, dtype="S"),
                 "onset_s": np.array(onsets),
                 "scale_uv": scale,
-            }, {"data": label, "fps": float(params["prepare"]["emg"]["fps"]),
-                "epoch_s": float(params["prepare"]["emg"]["epoch_s"])})
+            }, {"data": label, "fps": p.prepare.emg.fps, "epoch_s": p.prepare.emg.epoch_s})
     write_json(metrics_path, metrics)
     return metrics

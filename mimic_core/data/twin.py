@@ -29,6 +29,7 @@ import numpy as np
 from scipy import optimize, signal
 
 
+from mimic_core.config import TwinSection, validate
 from mimic_core.data import loaders
 from mimic_core.io import write_h5, write_json
 from mimic_core.model import ForelimbModel, actuator_ids, keypoint_positions, load_forelimb
@@ -269,6 +270,7 @@ def make_twin(out_dir: str | os.PathLike, *, seed: int, twin_cfg: Mapping[str, A
               model_xml: str | None, keypoint_map: Mapping[str, str], emg_muscles: Mapping[str, str],
               progress=None) -> dict:
     """Write the synthetic twin to `out_dir` (pose-3d/, emg/, truth/, manifest.json); return the manifest."""
+    validate(TwinSection, twin_cfg, "twin")   # every setting checked before the slow generation
     out = Path(out_dir)
     fm = load_forelimb(model_xml, keypoint_map)
     fps = float(twin_cfg["fps"])

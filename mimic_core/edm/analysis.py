@@ -34,87 +34,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from mimic_core.analysis.rollouts import Rollout, check_frames, read_rollout, sweep_keys
+from mimic_core.config import EdmSection, as_params
 from mimic_core.edm.simplex import simplex_surrogates
 from mimic_core.errors import DataError, ParamsError
-
-KINDS = {"sim": {"kind", "muscle", "E"}, "emg": {"kind", "channel", "actions", "E"}}
-ACTIONS = ("channel", "all")
-TOP_KEYS = {"tau", "Tp", "lib_fraction", "n_surrogates", "seed", "exclusion_radius", "analyses"}
-
-
-# ----------------------------------------------------------------------------------------------
-# settings
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Analysis:
-    name: str
-    kind: str                 # "sim" | "emg"
-    E: int
-    muscle: str = ""          # sim: the simulated muscle (target)
-    channel: str = ""         # emg: the envelope channel (target)
-    actions: str = "channel"  # emg: "channel" (the recorded muscle's action) | "all" (every muscle's)
-
-
-@dataclass(frozen=True)
-class EdmSettings:
-    tau: int
-    Tp: int
-    lib_fraction: float
-    n_surrogates: int
-    seed: int
-    exclusion_radius: int
-    analyses: tuple[Analysis, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"tau": self.tau, "Tp": self.Tp, "lib_fraction": self.lib_fraction,
-                "n_surrogates": self.n_surrogates, "seed": self.seed, "exclusion_radius": self.exclusion_radius}
-
-
-def _int(cfg: Mapping, key: str, where: str, lo: int | None = None) -> int:
-    v = cfg.get(key)
-    if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
-        raise ParamsError(f"params.yaml: '{where}.{key}' must be an integer" + (f" >= {lo}" if lo is not None else "")
-                          + f", got {v!r}")
-    return v
-
-
-def edm_settings(cfg: Any) -> EdmSettings:
-    """params['edm'], checked: every key known, every number in range."""
-    if not isinstance(cfg, Mapping):
-        raise ParamsError("params.yaml: missing 'edm' section")
-    unknown = set(cfg) - TOP_KEYS
-    missing = TOP_KEYS - set(cfg)
-    if unknown or missing:
-        raise ParamsError("params.yaml: 'edm' " + (f"has unknown key(s) {sorted(unknown)} " if unknown else "")
-                          + (f"lacks {sorted(missing)} " if missing else "") + f"(keys: {sorted(TOP_KEYS)})")
-    tau = _int(cfg, "tau", "edm")
-    if tau == 0:
-        raise ParamsError("params.yaml: 'edm.tau' must be non-zero")
-    Tp = _int(cfg, "Tp", "edm", 0)
-    frac = cfg["lib_fraction"]
-    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
-        raise ParamsError(f"params.yaml: 'edm.lib_fraction' must be a number in (0, 1), got {frac!r}")
-    analyses = cfg["analyses"]
-    if not isinstance(analyses, Mapping) or not analyses:
-        raise ParamsError("params.yaml: 'edm.analyses' must map analysis names to their settings")
-    out = []
-    for name, a in analyses.items():
-        where = f"edm.analyses.{name}"
-        if not isinstance(a, Mapping) or a.get("kind") not in KINDS:
-            raise ParamsError(f"params.yaml: '{where}.kind' must be one of {sorted(KINDS)}")
-        keys = KINDS[a["kind"]]
-        if set(a) != keys:
-            raise ParamsError(f"params.yaml: '{where}' (kind {a['kind']}) needs exactly the keys {sorted(keys)}, "
-                              f"has {sorted(a)}")
-        E = _int(a, "E", where, 1)
-        if a["kind"] == "sim":
-            out.append(Analysis(str(name), "sim", E, muscle=str(a["muscle"])))
-        else:
-            if a["actions"] not in ACTIONS:
-                raise ParamsError(f"params.yaml: '{where}.actions' must be one of {list(ACTIONS)}, got {a['actions']!r}")
-            out.append(Analysis(str(name), "emg", E, channel=str(a["channel"]), actions=a["actions"]))
-    return EdmSettings(tau, Tp, float(frac), _int(cfg, "n_surrogates", "edm", 1), _int(cfg, "seed", "edm", 0),
-                       _int(cfg, "exclusion_radius", "edm", 0), tuple(out))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,7 +193,7 @@ def clip_pairs(n_clips: int, L: int, E: int, tau: int, Tp: int, lib_fraction: fl
 # ----------------------------------------------------------------------------------------------
 # one analysis, the stage
 # ----------------------------------------------------------------------------------------------
-def project(table: Table, E: int, s: EdmSettings, path=None, field: str | None = None) -> dict[str, Any]:
+def project(table: Table, E: int, s: EdmSection, path=None, field: str | None = None) -> dict[str, Any]:
     """Simplex projection of the table's target with target-shuffled surrogates -> the report entry."""
     lib, pred, _ = clip_pairs(table.n_clips, table.L, E, s.tau, s.Tp, s.lib_fraction, path, field)
     ncol = len(table.columns)
@@ -298,47 +220,46 @@ def project(table: Table, E: int, s: EdmSettings, path=None, field: str | None =
 def run_edm(params: Mapping[str, Any], rollouts_dir: str | Path, emg_path: str | Path,
             weights: Sequence[str] | None = None, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The stage: {analysis: {weight: {rho, mae, surrogate_mean, surrogate_p95, p_value, n}}, data, settings}."""
-    s = edm_settings(params.get("edm"))
-    keys = sweep_keys(params, weights)
-    start_frame = int(params.get("prepare", {}).get("clip", {}).get("start_frame", 0))
-    emg_muscles = params.get("model", {}).get("emg_muscles", {})
-    emg = load_emg(emg_path) if any(a.kind == "emg" for a in s.analyses) else None
+    p = as_params(params)
+    s = p.edm
+    keys = sweep_keys(p, weights)
+    start_frame = p.prepare.clip.start_frame
+    emg_muscles = p.model.emg_muscles
+    emg = load_emg(emg_path) if any(a.kind == "emg" for a in s.analyses.values()) else None
     need = {"sim": ["qpos", "activations"], "emg": ["qpos_reference", "actions"]}
-    datasets = sorted({d for a in s.analyses for d in need[a.kind]})
-    report: dict[str, Any] = {a.name: {} for a in s.analyses}
+    datasets = sorted({d for a in s.analyses.values() for d in need[a.kind]})
+    report: dict[str, Any] = {name: {} for name in s.analyses}
     described: dict[str, Any] = {}
     labels = set()
     for key in keys:
         ro = read_rollout(rollouts_dir, key, datasets)
         labels.add(ro.label)
-        for a in s.analyses:
+        for name, a in s.analyses.items():
             if a.kind == "sim":
                 table = sim_table(ro, a.muscle)
                 where = (ro.path, f"activations:{a.muscle}")
             else:
-                if a.actions == "channel":
-                    if a.channel not in emg_muscles:
-                        raise ParamsError(f"params.yaml: 'model.emg_muscles' has no muscle for EMG channel "
-                                          f"{a.channel!r} (analysis {a.name}, actions: channel)")
+                if a.actions == "channel":   # the schema checked that model.emg_muscles maps it
                     muscles = [emg_muscles[a.channel]]
                 else:
                     muscles = list(ro.muscle_names)
                 table = emg_table(ro, emg, a.channel, muscles, start_frame)
                 where = (emg.path, f"envelope:{a.channel}")
-            report[a.name][key] = project(table, a.E, s, *where)
-            described[a.name] = {"kind": a.kind, "E": a.E, "columns": table.columns, "target": table.target,
-                                 "rows_per_clip": table.L}
+            report[name][key] = project(table, a.E, s, *where)
+            described[name] = {"kind": a.kind, "E": a.E, "columns": table.columns, "target": table.target,
+                               "rows_per_clip": table.L}
             if echo:
-                v = report[a.name][key]
+                v = report[name][key]
                 fmt = lambda x: "n/a" if x is None else f"{x:.3f}"   # noqa: E731
-                echo(f"{a.name} lambda_ctrl {key}: rho {fmt(v['rho'])} (surrogates mean {fmt(v['surrogate_mean'])}, "
+                echo(f"{name} lambda_ctrl {key}: rho {fmt(v['rho'])} (surrogates mean {fmt(v['surrogate_mean'])}, "
                      f"p95 {fmt(v['surrogate_p95'])}; p {fmt(v['p_value'])}), n {v['n']}")
     n_clips = len(ro.clip_names)
     n_lib = library_clips(n_clips, s.lib_fraction)
     labels_all = labels | ({emg.label} if emg is not None else set())
     report["data"] = labels_all.pop() if len(labels_all) == 1 else "mixed"
     report["data_sources"] = {"rollouts": ", ".join(sorted(labels)), **({"emg": emg.label} if emg else {})}
-    report["settings"] = {**s.as_dict(), "analyses": described, "lib_clips": n_lib, "pred_clips": n_clips - n_lib,
+    report["settings"] = {**s.model_dump(exclude={"analyses"}), "analyses": described, "lib_clips": n_lib,
+                          "pred_clips": n_clips - n_lib,
                           "split": "the first lib_clips clips (rollout order) are the library, the rest are predicted",
                           "prepare_clip_start_frame": start_frame}
     if emg is not None:

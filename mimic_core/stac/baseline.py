@@ -104,7 +104,7 @@ def fit_offsets_np(kf: _Frame, qs, y_mm, mask, offsets0_mm, cfg: StacConfig) -> 
     return num / (w.sum(axis=0)[:, None] + cfg.offset_reg)
 
 
-def register_clip_scipy(fm: ForelimbModel, y_m: np.ndarray, offsets0_m: np.ndarray, cfg: StacConfig = StacConfig(),
+def register_clip_scipy(fm: ForelimbModel, y_m: np.ndarray, offsets0_m: np.ndarray, cfg: StacConfig,
                         jac: str = "analytic", stats: dict | None = None):
     """Register one clip (T, K, 3) m, NaN where missing: returns qpos (T, nq) rad and offsets (K, 3) m.
 

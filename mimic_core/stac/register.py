@@ -20,6 +20,7 @@ import mujoco
 import numpy as np
 import yaml
 
+from mimic_core.config import Params, as_params
 from mimic_core.errors import DataError
 from mimic_core.io import atomic_dir, write_h5, write_json
 from mimic_core.model import ForelimbModel, body_names, keypoint_positions
@@ -207,20 +208,22 @@ def load_prepared(path: Path):
         raise DataError(path, None, f"cannot read prepared keypoints: {e}") from e
 
 
-def stac_settings(params: Mapping[str, Any]) -> tuple[StacConfig, np.ndarray]:
-    p = params.get("stac", {})
-    return StacConfig.from_params(p), np.asarray(p["initial_offsets_mm"], float) * 1e-3
+def stac_settings(params: Mapping[str, Any] | Params) -> tuple[StacConfig, np.ndarray]:
+    """The checked solver settings and the initial offsets (m, one row per keypoint) from params."""
+    s = as_params(params).stac
+    return s.solver(), np.asarray(s.initial_offsets_mm, float) * 1e-3
 
 
 def run_register(params: Mapping[str, Any], prepared: Path, out_dir: Path, metrics_path: Path) -> dict:
     """The whole stage."""
     from mimic_core.model import load_forelimb
 
-    fm = load_forelimb(params["model"]["xml"], params["model"]["keypoint_map"])
+    p = as_params(params)
+    fm = load_forelimb(p.model.xml, p.model.keypoint_map)
     kp, clips, kp_names, fps, label = load_prepared(Path(prepared))
-    cfg, off0 = stac_settings(params)
+    cfg, off0 = stac_settings(p)
     reg = register_clips(fm, kp, clips, kp_names, fps, cfg, off0, source=str(prepared))
-    truth = params["data"].get("truth_dir") or None
+    truth = p.data.truth_dir or None
     metrics = registration_metrics(reg, label, fm.joint_names, Path(truth) if truth else None, fm)
     write_registrations(out_dir, reg, fm, params, label)
     write_json(metrics_path, metrics)

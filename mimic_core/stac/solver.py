@@ -14,35 +14,17 @@ millimetres inside the solver so that float32 keeps sub-micrometre precision.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+from mimic_core.config import StacConfig  # noqa: F401  (the solver settings; re-exported)
 from mimic_core.errors import ModelError
 
 MM = 1e3  # metres -> millimetres
-
-
-@dataclass(frozen=True)
-class StacConfig:
-    """Solver settings (params.yaml `stac`)."""
-
-    n_iters: int = 3               # alternations of (a) IK and (b) offsets
-    lm_max_iters: int = 100        # Levenberg-Marquardt iterations per frame and pass
-    lm_tol: float = 1e-6           # stop when the largest step (rad) is below this
-    lm_ftol: float = 1e-7          # ... or when an accepted step lowers the cost by less than this share
-    lm_damping: float = 1e-3       # initial LM damping (relative to diag(J^T J))
-    offset_reg: float = 1.0        # penalty toward the initial offsets, in frame-equivalents
-    min_fit_frames: int = 10       # frames with every keypoint present needed to fit offsets
-    n_init: int = 3                # starts per joint for the first frame (grid over the range)
-
-    @classmethod
-    def from_params(cls, p: Mapping[str, Any]) -> "StacConfig":
-        return cls(**{k: type(getattr(cls, k))(p[k]) for k in cls.__dataclass_fields__ if k in p})
 
 
 class Kinematics(NamedTuple):

@@ -9,25 +9,24 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
+from mimic_core.config import Params, as_params
 from mimic_core.errors import DataError, ParamsError
 from mimic_core.io import atomic_dir, write_json
 from mimic_core.model import ForelimbModel, load_forelimb
 from mimic_core.params import params_hash
-from mimic_core.track.config import TrackConfig, ctrl_cost_weights, track_config, weight_key
+from mimic_core.track.config import TrackConfig, weight_key
 from mimic_core.track.env import ImitationEnv
 from mimic_core.track.reference import ReferenceClips, find_registered, load_registered
 
-DEFAULT_REGISTERED = "data/registered"
 
 
-def setup(params: Mapping[str, Any], weight: float, registered: str | Path | None = None,
+def setup(params: Mapping[str, Any] | Params, weight: float, registered: str | Path | None = None,
           fps: float | None = None) -> tuple[TrackConfig, ForelimbModel, ReferenceClips, ImitationEnv]:
     """Check params and data, then build the env: every error comes before anything compiles."""
-    if "track" not in params:
-        raise ParamsError("params.yaml: missing 'track'")
-    cfg = track_config(params["track"], weight)
-    fm = load_forelimb(params["model"]["xml"], params["model"]["keypoint_map"])
-    src = registered or params["track"].get("registered_dir") or DEFAULT_REGISTERED
+    p = as_params(params)
+    cfg = p.track.policy(weight)
+    fm = load_forelimb(p.model.xml, p.model.keypoint_map)
+    src = registered
     clips = load_registered(find_registered(src), fm.joint_names, fps=fps, kp_names=fm.keypoint_names)
     if clips.offsets.shape[1] != len(fm.keypoint_names):
         raise DataError(src, "offsets", f"clips have {clips.offsets.shape[1]} keypoints, the keypoint map "
@@ -36,9 +35,9 @@ def setup(params: Mapping[str, Any], weight: float, registered: str | Path | Non
     return cfg, fm, clips, env
 
 
-def find_weight(params: Mapping[str, Any], key: str) -> float:
+def find_weight(params: Mapping[str, Any] | Params, key: str) -> float:
     """The sweep weight whose report key is `key` (as written in params)."""
-    ws = ctrl_cost_weights(params["track"])
+    ws = as_params(params).track.ctrl_cost_weights
     for w in ws:
         if weight_key(w) == key or _same_number(w, key):
             return float(w)
@@ -52,17 +51,18 @@ def _same_number(w, key: str) -> bool:
         return False
 
 
-def run_train(params: Mapping[str, Any], weight: str, out_dir: Path, metrics_csv: Path, ckpt_root: Path,
+def run_train(params: Mapping[str, Any] | Params, weight: str, out_dir: Path, metrics_csv: Path, ckpt_root: Path,
               progress: Callable[[dict], None] | None = None, registered: str | None = None,
               stop_after: int | None = None) -> dict:
     """Train one policy of the sweep; resumes from its checkpoints when the settings are the same."""
     from mimic_core.track.run import fit, save_policy, write_rows
     from mimic_core.track.train import make_train
 
-    w = find_weight(params, weight)
-    cfg, fm, clips, env = setup(params, w, registered)
+    p = as_params(params)
+    w = find_weight(p, weight)
+    cfg, fm, clips, env = setup(p, w, registered)
     trainer = make_train(cfg, env)
-    settings = {"track": dataclasses.asdict(cfg), "model": dict(params["model"]), "clips": clips.clip_names,
+    settings = {"track": dataclasses.asdict(cfg), "model": p.model.model_dump(), "clips": clips.clip_names,
                 "n_devices": trainer.mesh.devices.size}
     reference_md5 = hashlib.md5(np.ascontiguousarray(clips.qpos).tobytes()).hexdigest()
     h = params_hash({**settings, "reference_md5": reference_md5})
@@ -79,7 +79,7 @@ def run_train(params: Mapping[str, Any], weight: str, out_dir: Path, metrics_csv
     return meta
 
 
-def evaluate_policy(params: Mapping[str, Any], policy_dir: Path, registered: str | None, label: str | None = None,
+def evaluate_policy(params: Mapping[str, Any] | Params, policy_dir: Path, registered: str | None, label: str | None = None,
                     truth_dir: str | None = None, fps: float | None = None):
     """Roll out one saved policy on clips; returns (metrics, records, keypoints, clips, fm)."""
     from mimic_core.track.evaluate import (abstract_policy, load_truth_activation, rollout_clips,
@@ -102,19 +102,20 @@ def evaluate_policy(params: Mapping[str, Any], policy_dir: Path, registered: str
     return weight, metrics, rec, kp, clips, fm
 
 
-def run_evaluate(params: Mapping[str, Any], policies_dir: Path, out_dir: Path, metrics_path: Path,
+def run_evaluate(params: Mapping[str, Any] | Params, policies_dir: Path, out_dir: Path, metrics_path: Path,
                  registered: str | None = None, echo: Callable[[str], None] = print) -> dict:
     """The stage: every weight of the sweep, rollouts into `out_dir`, metrics keyed by weight."""
     from mimic_core.track.evaluate import write_rollout
 
-    ws = ctrl_cost_weights(params["track"])
-    truth = params["data"].get("truth_dir") or None
+    p = as_params(params)
+    ws = p.track.ctrl_cost_weights
+    truth = p.data.truth_dir or None
     report: dict[str, Any] = {}
     with atomic_dir(out_dir) as tmp:
         for w in ws:
             key = weight_key(w)
             policy = Path(policies_dir) / key
-            _, metrics, rec, kp, clips, fm = evaluate_policy(params, policy, registered, truth_dir=truth)
+            _, metrics, rec, kp, clips, fm = evaluate_policy(p, policy, registered, truth_dir=truth)
             write_rollout(tmp / f"{key}.h5", rec, kp, clips, fm, key, metrics["data"])
             report[key] = metrics
             echo(f"lambda_ctrl {key}: keypoint error {metrics['keypoint_error_mm']['mean']:.3f} mm, joint error "
