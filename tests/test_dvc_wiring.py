@@ -145,3 +145,13 @@ def test_the_walk_sees_lazy_imports():
     """A stage whose library is imported inside the click function (as every stage's is) is still found."""
     command, _ = _parse("mimic-bench latents --rollouts r --metrics m.json")
     assert Path("mimic_core/analysis/latents.py") in _stage_modules(command)
+
+
+def test_the_library_imports_nothing_from_the_harness():
+    """mimic_core is the science library; bench (the CLI, benchmarks, report, compare) builds on it, never the reverse."""
+    for f in sorted((ROOT / "mimic_core").rglob("*.py")):
+        rel = f.relative_to(ROOT).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        pkg = name if f.name == "__init__.py" else name.rsplit(".", 1)[0]
+        harness = sorted(m for m in _imports(ast.parse(f.read_text()), pkg) if m.split(".")[0] == "bench")
+        assert not harness, f"{f.relative_to(ROOT)} imports {harness}"
