@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import signal
 
-from mimic_core.data.loaders import EmgData
+from mimic_core.artifacts import EmgData
 from mimic_core.errors import DataError
 
 
