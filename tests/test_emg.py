@@ -4,7 +4,7 @@ import pytest
 
 from mimic_core.config import PrepareEmg, validate
 from mimic_core.data.emg import check_rate, envelope, epoch, prepare_emg
-from mimic_core.data.loaders import EmgData
+from mimic_core.artifacts import EmgData
 from mimic_core.errors import DataError
 
 CFG = validate(PrepareEmg, {"bandpass_hz": [20.0, 1000.0], "bandpass_order": 4, "envelope_lowpass_hz": 50.0,

@@ -14,10 +14,14 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from mimic_core import artifacts
+from mimic_core.artifacts import EmgData
+from mimic_core.artifacts import read_twin_emg as load_twin_emg_h5
+from mimic_core.artifacts import write_twin_emg as write_twin_emg_h5
 from mimic_core.data import loaders
 from mimic_core.data.loaders import (
-    FORMATS, UNITS, EmgData, KeypointData, detect_format, load_anipose_csv, load_keypoints,
-    load_sleap_anipose_h5, load_stac_h5, load_twin_emg_h5, write_anipose_csv, write_twin_emg_h5,
+    FORMATS, UNITS, KeypointData, detect_format, load_anipose_csv, load_keypoints,
+    load_sleap_anipose_h5, load_stac_h5, write_anipose_csv,
 )
 from mimic_core.errors import DataError
 
@@ -331,7 +335,7 @@ def test_unknown_format(tmp_path, three_files):
     path = three_files["stac_h5"]
     raises(lambda: load_keypoints(path, "c3d", units="m", fps=200), path, "format", *FORMATS)
     emg, _ = write_emg(tmp_path / "emg.h5")
-    raises(lambda: detect_format(emg), emg, "format", "load_twin_emg_h5")
+    raises(lambda: detect_format(emg), emg, "format", "read_twin_emg")
     other = tmp_path / "other.h5"
     with h5py.File(other, "w") as f:
         f["something"] = np.zeros(3)
@@ -959,7 +963,7 @@ def test_real_clips():
 def test_units_table():
     assert UNITS == {"m": 1.0, "cm": 1e-2, "mm": 1e-3}
     assert set(FORMATS) == {"stac_h5", "sleap_anipose_h5", "anipose_csv"}
-    assert loaders.EMG_UNITS == "uV"
+    assert artifacts.EMG_UNITS == "uV"
 
 
 def test_structures_check_themselves():

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from helpers import stage_argv
+from mimic_core import artifacts
 from mimic_core.data import loaders
 from mimic_core.data.prepare import run_prepare
 from mimic_core.data.twin import make_twin
@@ -102,8 +103,8 @@ def test_all_nan_clip_is_an_error_and_nothing_is_half_written(small_twin, tmp_pa
 
 def test_emg_below_nyquist_of_the_band_pass(small_twin, tmp_path):
     twin = _copy_twin(small_twin, tmp_path / "twin")
-    e = loaders.load_twin_emg_h5(twin / "emg" / "trial02.h5")
-    loaders.write_twin_emg_h5(twin / "emg" / "trial02.h5", e.signals[::20], e.channels, e.fs / 20, onset_s=e.onset_s)
+    e = artifacts.read_twin_emg(twin / "emg" / "trial02.h5")
+    artifacts.write_twin_emg(twin / "emg" / "trial02.h5", e.signals[::20], e.channels, e.fs / 20, onset_s=e.onset_s)
     with pytest.raises(DataError, match=r"trial02\.h5.*'fs'"):
         run_prepare(params_for(twin), tmp_path / "out", tmp_path / "m.json")
 

@@ -12,8 +12,8 @@ from typing import Sequence
 import numpy as np
 from scipy import signal
 
+from mimic_core.artifacts import EmgData
 from mimic_core.config import PrepareEmg
-from mimic_core.data.loaders import EmgData
 from mimic_core.errors import DataError
 
 

@@ -7,29 +7,21 @@ envelopes are scored against the true activations of the muscles they record.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import h5py
 import numpy as np
 
+from mimic_core import artifacts
+from mimic_core.artifacts import PreparedEmg, PreparedKeypoints
 from mimic_core.config import ClipWindow, KeypointSource, Params, PrepareEmg, TwinSection, as_params
 from mimic_core.data import emg as emg_proc
 from mimic_core.data import loaders
 from mimic_core.errors import DataError, ParamsError
-from mimic_core.io import atomic_dir, write_h5, write_json
-
-
-@dataclass(frozen=True)
-class PreparedKeypoints:
-    clip_names: list[str]
-    names: tuple[str, ...]
-    keypoints: np.ndarray   # (clips, frames, K, 3) m, NaN where missing
-    valid: np.ndarray       # (clips, frames, K) bool
-    fps: float
+from mimic_core.io import atomic_dir, write_json
 
 
 def find_files(pattern: str, what: str) -> list[Path]:
@@ -50,7 +42,7 @@ def select_keypoints(kd: loaders.KeypointData, wanted: tuple[str, ...]) -> np.nd
 
 
 # Readers of the EMG formats of params `data.emg.format`.
-EMG_READERS = {"twin_emg_h5": loaders.load_twin_emg_h5}
+EMG_READERS = {"twin_emg_h5": artifacts.read_twin_emg}
 
 
 def cut_clip(x: np.ndarray, start: int, n: int, source: str) -> np.ndarray:
@@ -88,13 +80,8 @@ def envelope_truth_r(envelopes: np.ndarray, clip_names: list[str], onsets_s: lis
     truth = []
     for clip, onset in zip(clip_names, onsets_s):
         path = truth_dir / f"{clip}.h5"
-        try:
-            with h5py.File(path, "r") as f:
-                act = f["activation"][()]
-                names = [s.decode() for s in f["muscle_names"][()]]
-                fps = float(f.attrs["fps"])
-        except (OSError, KeyError) as e:
-            raise DataError(path, "activation", f"cannot read the twin's ground truth: {e}") from e
+        true = artifacts.read_truth(path)
+        act, names, fps = true.activation, true.muscle_names, true.fps
         if not np.isclose(fps, emg_cfg.fps):
             raise DataError(path, "fps", f"truth at {fps} Hz, envelopes at {emg_cfg.fps} Hz")
         s0 = int(round(onset * fps))
@@ -166,21 +153,11 @@ def run_prepare(params: Mapping[str, Any] | Params, out_dir: str | Path, metrics
             r = envelope_truth_r(env, kp.clip_names, onsets, Path(data.truth_dir), muscles, emg_cfg)
             metrics["emg"]["envelope_vs_true_activation_r"] = {c: r[m] for c, m in zip(channels, muscles)}
     with atomic_dir(out_dir) as tmp:
-        write_h5(tmp / "keypoints.h5", {
-            "keypoints": kp.keypoints.astype(np.float32),
-            "valid": kp.valid,
-            "clip_names": np.array(kp.clip_names, dtype="S"),
-            "kp_names": np.array(kp.names, dtype="S"),
-        }, {"data": label, "fps": kp.fps, "units": "m", "nan_allowed": ["keypoints"],
-            "missing": "keypoints are NaN where valid is False"})
+        artifacts.write_prepared_keypoints(tmp / "keypoints.h5", dataclasses.replace(kp, label=label))
         if emg_out is not None:
             env, channels, onsets, scale = emg_out
-            write_h5(tmp / "emg.h5", {
-                "envelope": env.astype(np.float32),
-                "channels": np.array(channels, dtype="S"),
-                "clip_names": np.array(kp.clip_names, dtype="S"),
-                "onset_s": np.array(onsets),
-                "scale_uv": scale,
-            }, {"data": label, "fps": p.prepare.emg.fps, "epoch_s": p.prepare.emg.epoch_s})
+            artifacts.write_prepared_emg(tmp / "emg.h5", PreparedEmg(
+                env, channels, kp.clip_names, np.array(onsets), scale, float(p.prepare.emg.fps),
+                float(p.prepare.emg.epoch_s), label))
     write_json(metrics_path, metrics)
     return metrics

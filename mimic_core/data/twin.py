@@ -30,8 +30,9 @@ from scipy import optimize, signal
 
 
 from mimic_core.config import TwinSection, validate
+from mimic_core import artifacts
 from mimic_core.data import loaders
-from mimic_core.io import write_h5, write_json
+from mimic_core.io import write_json
 from mimic_core.model import ForelimbModel, actuator_ids, keypoint_positions, load_forelimb
 
 LABEL = "synthetic"
@@ -250,20 +251,10 @@ def generate_trials(fm: ForelimbModel, cfg: Mapping[str, Any], emg_muscles: Mapp
 
 def write_truth_h5(path: Path, trial: Trial, fm: ForelimbModel, fps: float) -> None:
     """Ground truth of one trial (never an input to the pipeline, only to its scoring)."""
-    write_h5(path, {
-        "qpos": trial.qpos,
-        "qvel": trial.qvel,
-        "qacc": trial.qacc,
-        "qpos_intended": trial.qpos_intended,
-        "names_qpos": np.array(fm.joint_names, dtype="S"),
-        "offsets": trial.offsets,
-        "kp_names": np.array(fm.keypoint_names, dtype="S"),
-        "keypoints_clean": trial.keypoints_clean,
-        "activation": trial.activation,
-        "excitation": trial.excitation,
-        "muscle_names": np.array(fm.muscle_names, dtype="S"),
-        "torque_residual": trial.torque_residual,
-    }, {"data": LABEL, "fps": fps, "onset_frame": trial.onset_frame})
+    artifacts.write_truth(path, artifacts.TwinTruth(
+        trial.qpos, trial.qvel, trial.qacc, trial.qpos_intended, list(fm.joint_names), trial.offsets,
+        list(fm.keypoint_names), trial.keypoints_clean, trial.activation, trial.excitation, list(fm.muscle_names),
+        trial.torque_residual, fps, trial.onset_frame, LABEL))
 
 
 def make_twin(out_dir: str | os.PathLike, *, seed: int, twin_cfg: Mapping[str, Any],
@@ -278,9 +269,9 @@ def make_twin(out_dir: str | os.PathLike, *, seed: int, twin_cfg: Mapping[str, A
     residuals = []
     for trial in generate_trials(fm, twin_cfg, emg_muscles, seed):
         loaders.write_anipose_csv(out / "pose-3d" / f"{trial.name}.csv", trial.keypoints, fm.keypoint_names, units=units)
-        loaders.write_twin_emg_h5(out / "emg" / f"{trial.name}.h5", trial.emg.astype(np.float32),
-                                  list(twin_cfg["emg"]["channels"]), float(twin_cfg["emg"]["fs"]),
-                                  onset_s=trial.onset_frame / fps, label=LABEL)
+        artifacts.write_twin_emg(out / "emg" / f"{trial.name}.h5", trial.emg.astype(np.float32),
+                                 list(twin_cfg["emg"]["channels"]), float(twin_cfg["emg"]["fs"]),
+                                 onset_s=trial.onset_frame / fps, label=LABEL)
         write_truth_h5(out / "truth" / f"{trial.name}.h5", trial, fm, fps)
         residuals.append(trial.torque_residual)
         if progress:

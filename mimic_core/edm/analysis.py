@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from mimic_core.analysis.rollouts import Rollout, check_frames, read_rollout, sweep_keys
+from mimic_core.artifacts import PreparedEmg, read_prepared_emg
 from mimic_core.config import EdmSection, as_params
 from mimic_core.edm.simplex import simplex_surrogates
 from mimic_core.errors import DataError, ParamsError
@@ -42,54 +43,12 @@ from mimic_core.errors import DataError, ParamsError
 # ----------------------------------------------------------------------------------------------
 # the prepared EMG
 # ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Emg:
-    path: Path
-    envelope: np.ndarray       # (clips, epoch frames, channels)
-    channels: list[str]
-    clip_names: list[str]
-    onset_s: np.ndarray        # (clips,) reach onset from the start of each record
-    fps: float
-    label: str
-
-    def channel(self, name: str) -> int:
-        if name not in self.channels:
-            raise DataError(self.path, "channels", f"no EMG channel {name!r}; the file has {self.channels}")
-        return self.channels.index(name)
+Emg = PreparedEmg   # the prepared EMG file's contents (mimic_core.artifacts.prepared_emg)
 
 
 def load_emg(path: str | Path) -> Emg:
     """data/prepared/emg.h5 (written by `mimic-bench prepare`), checked."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, "prepared EMG file not found (run the `prepare` stage)")
-    with h5py.File(path, "r") as f:
-        for k in ("envelope", "channels", "clip_names", "onset_s"):
-            if k not in f:
-                raise DataError(path, k, f"dataset missing from the EMG file (it has: {', '.join(sorted(f))})")
-        for k in ("fps", "epoch_s", "data"):
-            if k not in f.attrs:
-                raise DataError(path, f"attrs/{k}", "attribute missing from the EMG file")
-        dec = lambda a: [s.decode() if isinstance(s, bytes) else str(s) for s in a]   # noqa: E731
-        env = np.asarray(f["envelope"][()], np.float64)
-        emg = Emg(path, env, dec(f["channels"][()]), dec(f["clip_names"][()]),
-                  np.asarray(f["onset_s"][()], np.float64), float(f.attrs["fps"]),
-                  str(f.attrs["data"].decode() if isinstance(f.attrs["data"], bytes) else f.attrs["data"]))
-        epoch_s = float(f.attrs["epoch_s"])
-    C = len(emg.clip_names)
-    if env.ndim != 3 or env.shape[0] != C or env.shape[2] != len(emg.channels):
-        raise DataError(path, "envelope", f"shape {env.shape} is not (clips {C}, frames, channels {len(emg.channels)})")
-    if emg.onset_s.shape != (C,):
-        raise DataError(path, "onset_s", f"shape {emg.onset_s.shape}; expected one onset per clip ({C})")
-    if env.shape[1] != int(round(epoch_s * emg.fps)):
-        raise DataError(path, "envelope", f"{env.shape[1]} frames per epoch, but epoch_s * fps = "
-                        f"{epoch_s:g} s * {emg.fps:g} Hz")
-    for name, a in (("envelope", env), ("onset_s", emg.onset_s)):
-        if not np.isfinite(a).all():
-            raise DataError(path, name, "holds NaN or infinite values")
-    return emg
+    return read_prepared_emg(path)
 
 
 def epoch_frames(emg: Emg, ro: Rollout, start_frame: int) -> tuple[np.ndarray, np.ndarray]:

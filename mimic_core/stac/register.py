@@ -13,16 +13,16 @@ from typing import Any, Mapping, Sequence
 
 import json
 
-import h5py
 import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
 import yaml
 
+from mimic_core import artifacts
 from mimic_core.config import Params, as_params
 from mimic_core.errors import DataError
-from mimic_core.io import atomic_dir, write_h5, write_json
+from mimic_core.io import atomic_dir, write_json
 from mimic_core.model import ForelimbModel, body_names, keypoint_positions
 from mimic_core.stac.solver import StacConfig, make_kinematics, make_register, sites
 
@@ -107,21 +107,10 @@ def write_registered_h5(path: Path, reg: Registration, c: int, fm: ForelimbModel
         mujoco.mj_kinematics(m, d)
         xpos[t], xquat[t] = d.xpos, d.xquat
     qvel = np.gradient(reg.qpos[c], 1.0 / reg.fps, axis=0)
-    f32 = np.float32
-    write_h5(path, {
-        "qpos": reg.qpos[c].astype(f32),
-        "qvel": qvel.astype(f32),
-        "offsets": reg.offsets[c].astype(f32),
-        "kp_data": reg.keypoints[c].reshape(T, -1).astype(f32),
-        "kp_names": np.array(reg.kp_names, dtype="S"),
-        "marker_sites": reg.sites[c].astype(f32),
-        "xpos": xpos.astype(f32),
-        "xquat": xquat.astype(f32),
-        "names_qpos": np.array(fm.joint_names, dtype="S"),
-        "names_xpos": np.array(body_names(m), dtype="S"),
-        "config": np.array(yaml.safe_dump(dict(config), sort_keys=True).encode()),
-    }, {"data": label, "fps": reg.fps, "nan_allowed": ["kp_data"],
-        "missing": "kp_data is NaN where the keypoint was not measured"})
+    artifacts.write_registered(path, artifacts.RegisteredClip(
+        reg.qpos[c], qvel, reg.offsets[c], reg.sites[c], list(fm.joint_names),
+        kp_data=reg.keypoints[c].reshape(T, -1), kp_names=list(reg.kp_names), xpos=xpos, xquat=xquat,
+        names_xpos=body_names(m), config=yaml.safe_dump(dict(config), sort_keys=True), fps=reg.fps, label=label))
 
 
 def _summary(e: np.ndarray) -> dict[str, float]:
@@ -152,8 +141,8 @@ def cramer_rao_joint_rmse_deg(fm: ForelimbModel, truth_dir: Path, clips: Sequenc
         return None
     var = []
     for clip in clips:
-        with h5py.File(truth_dir / f"{clip}.h5", "r") as f:
-            var.append(cramer_rao_joint_var(fm, f["qpos"][()], f["offsets"][()], sigma_mm * 1e-3))
+        true = artifacts.read_truth(truth_dir / f"{clip}.h5")
+        var.append(cramer_rao_joint_var(fm, true.qpos, true.offsets, sigma_mm * 1e-3))
     rmse = np.degrees(np.sqrt(np.mean(np.concatenate(var), axis=0)))
     return {"all": float(np.sqrt(np.mean(rmse ** 2))), **dict(zip(fm.joint_names, map(float, rmse))),
             "keypoint_noise_mm": sigma_mm}
@@ -175,14 +164,9 @@ def registration_metrics(reg: Registration, label: str, joint_names: Sequence[st
     if truth_dir:
         dq, doff = [], []
         for i, clip in enumerate(reg.clip_names):
-            path = Path(truth_dir) / f"{clip}.h5"
-            try:
-                with h5py.File(path, "r") as f:
-                    q_true, off_true = f["qpos"][()], f["offsets"][()]
-            except (OSError, KeyError) as err:
-                raise DataError(path, "qpos", f"cannot read the twin's ground truth: {err}") from err
-            dq.append(reg.qpos[i] - q_true)
-            doff.append(np.linalg.norm(reg.offsets[i] - off_true, axis=-1) * 1e3)
+            true = artifacts.read_truth(Path(truth_dir) / f"{clip}.h5")
+            dq.append(reg.qpos[i] - true.qpos)
+            doff.append(np.linalg.norm(reg.offsets[i] - true.offsets, axis=-1) * 1e3)
         dq = np.concatenate(dq)
         bound = cramer_rao_joint_rmse_deg(fm, Path(truth_dir), reg.clip_names) if fm is not None else None
         out["truth"] = {
@@ -198,16 +182,6 @@ def registration_metrics(reg: Registration, label: str, joint_names: Sequence[st
     return out
 
 
-def load_prepared(path: Path):
-    """Prepared keypoints: (clips, T, K, 3) m, clip names, keypoint names, fps, label."""
-    try:
-        with h5py.File(path, "r") as f:
-            return (f["keypoints"][()].astype(np.float64), [s.decode() for s in f["clip_names"][()]],
-                    tuple(s.decode() for s in f["kp_names"][()]), float(f.attrs["fps"]), str(f.attrs["data"]))
-    except (OSError, KeyError) as e:
-        raise DataError(path, None, f"cannot read prepared keypoints: {e}") from e
-
-
 def stac_settings(params: Mapping[str, Any] | Params) -> tuple[StacConfig, np.ndarray]:
     """The checked solver settings and the initial offsets (m, one row per keypoint) from params."""
     s = as_params(params).stac
@@ -220,9 +194,10 @@ def run_register(params: Mapping[str, Any], prepared: Path, out_dir: Path, metri
 
     p = as_params(params)
     fm = load_forelimb(p.model.xml, p.model.keypoint_map)
-    kp, clips, kp_names, fps, label = load_prepared(Path(prepared))
+    kp = artifacts.read_prepared_keypoints(prepared)
+    label = kp.label
     cfg, off0 = stac_settings(p)
-    reg = register_clips(fm, kp, clips, kp_names, fps, cfg, off0, source=str(prepared))
+    reg = register_clips(fm, kp.keypoints, kp.clip_names, kp.kp_names, kp.fps, cfg, off0, source=str(prepared))
     truth = p.data.truth_dir or None
     metrics = registration_metrics(reg, label, fm.joint_names, Path(truth) if truth else None, fm)
     write_registrations(out_dir, reg, fm, params, label)

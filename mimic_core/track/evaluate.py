@@ -9,13 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mimic_core import artifacts
 from mimic_core.errors import DataError
-from mimic_core.io import write_h5
 from mimic_core.model import ForelimbModel
 from mimic_core.track.config import TrackConfig
 from mimic_core.track.env import ImitationEnv, actuator_velocity, keypoint_sites_fn
@@ -131,14 +130,11 @@ def tracking_metrics(rec: Mapping[str, np.ndarray], clips: ReferenceClips, fm: F
 
 
 def load_truth_activation(truth_dir: Path, clip_names: list[str], n_frames: int) -> np.ndarray:
+    """The twin's true activations (clips, n_frames, nu), one truth file per clip."""
     acts = []
     for clip in clip_names:
         path = Path(truth_dir) / f"{clip}.h5"
-        try:
-            with h5py.File(path, "r") as f:
-                a = f["activation"][()]
-        except (OSError, KeyError) as e:
-            raise DataError(path, "activation", f"cannot read the twin's true activations: {e}") from e
+        a = artifacts.read_truth(path).activation
         if a.shape[0] != n_frames:
             raise DataError(path, "activation", f"has {a.shape[0]} frames, the reference {n_frames}")
         acts.append(a)
@@ -148,22 +144,17 @@ def load_truth_activation(truth_dir: Path, clip_names: list[str], n_frames: int)
 def write_rollout(path: Path, rec: Mapping[str, np.ndarray], kp: np.ndarray, clips: ReferenceClips,
                   fm: ForelimbModel, weight: str, label: str) -> None:
     """One HDF5 per policy: states, controls, muscle activity, and the network's internal activity."""
-    f32 = np.float32
-    data = {
-        "clip_names": np.array(clips.clip_names, dtype="S"),
-        "joint_names": np.array(fm.joint_names, dtype="S"),
-        "muscle_names": np.array(fm.muscle_names, dtype="S"),
-        "kp_names": np.array(fm.keypoint_names, dtype="S"),
-        "qpos": rec["qpos"].astype(f32),
-        "qpos_reference": clips.qpos.astype(f32),
-        "keypoints": kp.astype(f32),
-        "keypoints_reference": clips.sites.astype(f32),
-        "actions": rec["ctrl"].astype(f32),
-        "activations": rec["act"].astype(f32),
-        "forces": rec["force"].astype(f32),
-        "latent": rec["latent"].astype(f32),
-        **{k: v.astype(f32) for k, v in rec.items() if k.startswith("decoder_layer_")},
+    arrays = {
+        "qpos": rec["qpos"],
+        "qpos_reference": clips.qpos,
+        "keypoints": kp,
+        "keypoints_reference": clips.sites,
+        "actions": rec["ctrl"],
+        "activations": rec["act"],
+        "forces": rec["force"],
+        "latent": rec["latent"],
+        **{k: v for k, v in rec.items() if k.startswith("decoder_layer_")},
     }
-    write_h5(path, data, {"data": label, "fps": clips.fps, "ctrl_cost_weight": weight,
-                          "layout": "qpos/activations/keypoints: frames 0..T-1; actions, forces, latent, "
-                                    "decoder layers: the T-1 control steps"})
+    artifacts.write_rollout(path, artifacts.Rollout(list(clips.clip_names), list(fm.joint_names),
+                                                    list(fm.muscle_names), list(fm.keypoint_names), arrays,
+                                                    clips.fps, label, weight))

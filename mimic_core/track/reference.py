@@ -5,12 +5,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import h5py
 import numpy as np
 
+from mimic_core.artifacts import RegisteredClip, read_registered
 from mimic_core.errors import DataError
-
-REQUIRED = ("qpos", "qvel", "offsets", "marker_sites", "names_qpos")
 
 
 @dataclass(frozen=True)
@@ -31,24 +29,15 @@ class ReferenceClips:
         return self.qpos.shape[1]
 
 
-def _read(path: Path, name: str, f: h5py.File) -> np.ndarray:
-    if name not in f:
-        raise DataError(path, name, f"missing from the registered clip (needed: {', '.join(REQUIRED)})")
-    a = f[name][()]
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
-        raise DataError(path, name, "holds non-finite values")
-    return a
-
-
-def _keypoint_order(path: Path, f: h5py.File, kp_names: Sequence[str] | None, n: int) -> np.ndarray:
+def _keypoint_order(path: Path, clip: RegisteredClip, kp_names: Sequence[str] | None, n: int) -> np.ndarray:
     """Indices that put the file's keypoints in the model's keypoint order."""
     if kp_names is None:
         return np.arange(n)
-    if "kp_names" not in f:
+    if clip.kp_names is None:
         if n != len(kp_names):
             raise DataError(path, "offsets", f"{n} keypoints, the keypoint map has {len(kp_names)}")
         return np.arange(n)
-    names = [x.decode() if isinstance(x, bytes) else str(x) for x in f["kp_names"][()]]
+    names = clip.kp_names
     missing = [k for k in kp_names if k not in names]
     if missing or len(names) != n:
         raise DataError(path, "kp_names", f"{names} lack the keypoint(s) {missing} of the keypoint map")
@@ -64,29 +53,17 @@ def load_registered(paths: Sequence[str | Path], joint_names: Sequence[str], fps
         raise DataError(None, None, "no registered clips found (run the `register` stage first)")
     qpos, qvel, offsets, sites, rates, labels = [], [], [], [], set(), set()
     for p in paths:
-        try:
-            f = h5py.File(p, "r")
-        except OSError as e:
-            raise DataError(p, None, f"cannot read the registered clip: {e}") from e
-        with f:
-            q = _read(p, "qpos", f).astype(np.float64)
-            names = [n.decode() if isinstance(n, bytes) else str(n) for n in _read(p, "names_qpos", f)]
-            if q.ndim != 2 or q.shape[1] != len(joint_names):
-                raise DataError(p, "qpos", f"expected shape (frames, {len(joint_names)}), got {q.shape}")
-            # stac-mjx names the elbow `elbow_joint`; the order is what must agree.
-            if len(names) != len(joint_names):
-                raise DataError(p, "names_qpos", f"{names} do not match the model's joints {list(joint_names)}")
-            v = _read(p, "qvel", f).astype(np.float64)
-            if v.shape != q.shape:
-                raise DataError(p, "qvel", f"expected shape {q.shape}, got {v.shape}")
-            o = _read(p, "offsets", f).astype(np.float64)
-            s = _read(p, "marker_sites", f).astype(np.float64)
-            if s.ndim != 3 or s.shape[0] != q.shape[0] or s.shape[1:] != (o.shape[0], 3):
-                raise DataError(p, "marker_sites", f"expected shape ({q.shape[0]}, {o.shape[0]}, 3), got {s.shape}")
-            order = _keypoint_order(p, f, kp_names, o.shape[0])
-            o, s = o[order], s[:, order]
-            rates.add(float(f.attrs["fps"]) if "fps" in f.attrs else fps)
-            labels.add(str(f.attrs.get("data", label or "unknown")))
+        clip = read_registered(p)
+        q, names = clip.qpos, clip.names_qpos
+        if q.shape[1] != len(joint_names):
+            raise DataError(p, "qpos", f"expected shape (frames, {len(joint_names)}), got {q.shape}")
+        # stac-mjx names the elbow `elbow_joint`; the order is what must agree.
+        if len(names) != len(joint_names):
+            raise DataError(p, "names_qpos", f"{names} do not match the model's joints {list(joint_names)}")
+        order = _keypoint_order(p, clip, kp_names, clip.offsets.shape[0])
+        v, o, s = clip.qvel, clip.offsets[order], clip.marker_sites[:, order]
+        rates.add(clip.fps if clip.fps is not None else fps)
+        labels.add(clip.label if clip.label is not None else (label or "unknown"))
         qpos.append(q), qvel.append(v), offsets.append(o), sites.append(s)
     lengths = {q.shape[0] for q in qpos}
     if len(lengths) != 1:
