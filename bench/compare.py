@@ -18,9 +18,12 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Annotated, Any, Iterable, Literal, Mapping
 
-from mimic_core.errors import DataError, MimicError, ParamsError
+from pydantic import Field, Strict
+
+from mimic_core.config import NonNegFloat, Section, validate
+from mimic_core.errors import DataError, MimicError
 
 BETTER = ("lower", "higher", "none")
 WORKSPACE = "workspace"  # DVC's name for the working tree, as a revision
@@ -36,45 +39,38 @@ class RevisionError(CompareError):
 
 # ---------------------------------------------------------------- rules
 
-@dataclass(frozen=True)
-class Rule:
-    pattern: str
-    better: str = "none"      # lower | higher | none
-    rel_tol: float = 0.0
-    abs_tol: float = 0.0
+class Rule(Section):
+    """One compare rule: the metrics its glob matches, which way is better, how far a value may drift."""
+
+    pattern: Annotated[str, Strict(), Field(min_length=1)]
+    better: Literal["lower", "higher", "none"] = "none"
+    rel_tol: NonNegFloat = 0.0
+    abs_tol: NonNegFloat = 0.0
 
     def tolerance(self, old: float) -> float:
         return max(self.abs_tol, self.rel_tol * abs(old))
 
 
-NO_RULE = Rule("*", "none")
+class CompareRules(Section):
+    """bench/compare_rules.yaml: the rules, first match wins."""
+
+    rules: Annotated[list[Rule], Field(min_length=1)]
 
 
-def parse_rules(cfg: Any) -> list[Rule]:
-    """The `compare` section of params.yaml -> rules, with errors naming the bad entry."""
-    if not isinstance(cfg, Mapping) or not isinstance(cfg.get("rules"), list):
-        raise ParamsError("params.yaml: 'compare.rules' must be a list of {pattern, better, rel_tol, abs_tol}")
-    rules = []
-    for i, r in enumerate(cfg["rules"]):
-        where = f"params.yaml: compare.rules[{i}]"
-        if not isinstance(r, Mapping):
-            raise ParamsError(f"{where}: expected a mapping like {{pattern: '*error*', better: lower}}, got {r!r}")
-        extra = set(r) - {"pattern", "better", "rel_tol", "abs_tol"}
-        if extra:
-            raise ParamsError(f"{where}: unknown field(s) {sorted(extra)}")
-        if not isinstance(r.get("pattern"), str) or not r["pattern"]:
-            raise ParamsError(f"{where}: 'pattern' must be a non-empty glob string")
-        better = r.get("better", "none")
-        if better not in BETTER:
-            raise ParamsError(f"{where}: 'better' must be one of {', '.join(BETTER)}, got {better!r}")
-        tols = {}
-        for name in ("rel_tol", "abs_tol"):
-            v = r.get(name, 0.0)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ParamsError(f"{where}: '{name}' must be a number >= 0, got {v!r}")
-            tols[name] = float(v)
-        rules.append(Rule(r["pattern"], better, **tols))
-    return rules
+NO_RULE = Rule(pattern="*", better="none")
+RULES_FILE = Path(__file__).resolve().parent / "compare_rules.yaml"   # the packaged copy
+
+
+def parse_rules(cfg: Any, file: str = "compare rules") -> list[Rule]:
+    """A decoded rules file ({rules: [...]}) -> its rules; a ParamsError names the file and each bad entry."""
+    return list(validate(CompareRules, cfg, "", file).rules)
+
+
+def load_rules(path: str | os.PathLike = RULES_FILE) -> list[Rule]:
+    """Read and check a compare-rules file."""
+    from mimic_core.params import load_params
+
+    return parse_rules(load_params(path), str(path))
 
 
 def rule_for(key: str, rules: Iterable[Rule]) -> Rule:

@@ -14,7 +14,6 @@ import contextlib
 import os
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 
@@ -40,24 +39,17 @@ def keypoint_error_mm(fm, qpos: np.ndarray, offsets: np.ndarray, y_m: np.ndarray
 
 
 def _load(keypoints_path: str, clips: int, frames: int, names: tuple[str, ...]):
-    import h5py
-
+    """The first `clips` x `frames` of the prepared keypoints (NaN where missing), their mask and data label."""
+    from mimic_core.artifacts import read_prepared_keypoints
     from mimic_core.errors import DataError
 
-    if not Path(keypoints_path).is_file():
-        raise DataError(keypoints_path, None, "prepared keypoints not found (run `mimic-bench prepare` or `dvc repro`)")
-    with h5py.File(keypoints_path, "r") as f:
-        y, valid = f["keypoints"], f["valid"]
-        if clips > y.shape[0] or frames > y.shape[1]:
-            raise DataError(keypoints_path, "keypoints",
-                            f"asked for {clips} clips x {frames} frames, the file has {y.shape[0]} x {y.shape[1]}")
-        kp = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in f["kp_names"][:]) if "kp_names" in f else names
-        if kp != tuple(names):
-            raise DataError(keypoints_path, "kp_names", f"keypoints {kp} do not match the model's keypoint map {names}")
-        label = f.attrs.get("data", "unknown")
-        y = np.asarray(y[:clips, :frames], dtype=np.float64)
-        valid = np.asarray(valid[:clips, :frames], dtype=bool) & np.all(np.isfinite(y), axis=-1)
-    return np.where(valid[..., None], y, np.nan), valid, str(label.decode() if isinstance(label, bytes) else label)
+    kp = read_prepared_keypoints(keypoints_path)
+    if clips > kp.keypoints.shape[0] or frames > kp.keypoints.shape[1]:
+        raise DataError(keypoints_path, "keypoints", f"asked for {clips} clips x {frames} frames, the file has "
+                                                     f"{kp.keypoints.shape[0]} x {kp.keypoints.shape[1]}")
+    if kp.kp_names != tuple(names):
+        raise DataError(keypoints_path, "kp_names", f"keypoints {kp.kp_names} do not match the model's keypoint map {names}")
+    return kp.keypoints[:clips, :frames], kp.valid[:clips, :frames], kp.label
 
 
 def run_benchmark(params: dict, keypoints_path: str, clips: int, frames: int, baseline_clips: int | None,

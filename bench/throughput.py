@@ -52,13 +52,15 @@ CONTROL_PERIOD = 20          # control steps between fresh random controls
 MIN_ROLLOUT_STEPS = 100_000  # (d): env x physics steps per mujoco.rollout call, at least
 ROLLOUT_POOL = 4             # (d): distinct chunks of controls, cycled
 
-PAPER = {
-    "source": "MIMIC-MJX (NeurIPS 2025, arXiv 2511.21848), training throughput as published",
-    "figures": [
-        {"env_steps_per_s": 600_000, "envs": 2048, "gpus": 1, "gpu": "NVIDIA A40", "what": "training"},
-        {"env_steps_per_s": 1_200_000, "envs": 4096, "gpus": 2, "gpu": "NVIDIA A40", "what": "training"},
-    ],
-}
+def paper_figures() -> dict:
+    """The paper's training throughput (bench/paper_figures.yaml), as each report records it."""
+    from bench.report.figures import load_figures
+
+    figs = load_figures()
+    return {"source": f"{figs.source}, training throughput as published",
+            "figures": [{"env_steps_per_s": int(f.paper) if float(f.paper).is_integer() else f.paper,
+                         "envs": f.envs, "gpus": f.gpus, "gpu": f.gpu, "what": "training"} for f in figs.throughput]}
+
 
 HOW = {
     "physics": "vmapped mjx.step over N envs from reference poses, random muscle controls in [0, 1] redrawn every "
@@ -509,7 +511,7 @@ def settings_summary(s: Setup, counts: Sequence[int]) -> dict:
         "settings": {"envs": list(counts), "seconds": s.seconds, "repeats": s.repeats, "seed": s.seed,
                      "control_period_steps": CONTROL_PERIOD, "n_devices": s.n_devices},
         "how": HOW,
-        "paper": PAPER,
+        "paper": paper_figures(),
     }
 
 
@@ -563,7 +565,7 @@ def write_plot(path: Path, report: dict) -> None:
         sns.lineplot(data=pd.DataFrame(long), x="envs", y="steps/s", hue="measurement", marker="o", ax=ax)
     paper = report["paper"]["figures"]
     ax.scatter([p["envs"] for p in paper], [p["env_steps_per_s"] for p in paper], marker="*", s=160, color="black",
-               zorder=5, label="paper: training, 1 and 2 A40s")
+               zorder=5, label="paper: training (" + ", ".join(f"{p['gpus']} x {p['gpu']}" for p in paper) + ")")
     ax.set(xscale="log", yscale="log", xlabel="parallel envs",
            ylabel=f"steps/s (control = env steps; x{report['physics']['substeps']} physics steps)",
            title=f"{report['hardware']['device_kind']} x{report['hardware']['device_count']}, "
@@ -585,6 +587,6 @@ def format_table(report: dict) -> str:
     for r in report["results"]:
         cells = [f"{r[n][k]:14,.0f}" if n in r else f"{'-':>14s}" for n, k in RATE_KEY.items()]
         lines.append(f"  {r['envs']:6d} " + " ".join(cells))
-    lines.append("  paper (training): " + "; ".join(f"{p['env_steps_per_s']:,} at {p['envs']} envs on {p['gpus']} A40"
-                                                    f"{'s' if p['gpus'] > 1 else ''}" for p in report["paper"]["figures"]))
+    lines.append("  paper (training): " + "; ".join(f"{p['env_steps_per_s']:,} at {p['envs']} envs on {p['gpus']} x "
+                                                    f"{p['gpu']}" for p in report["paper"]["figures"]))
     return "\n".join(lines)

@@ -544,11 +544,25 @@ class LatentsSection(Section):
     n_components: PosInt
 
 
+class ConvergenceSettings(Section):
+    """How the report reads convergence off a training curve (reports/training/<weight>.csv)."""
+
+    smooth_iterations: PosInt   # trailing moving average of joint_error_deg over this many iterations
+    tolerance_deg: NonNegFloat  # converged: from the first env step where the average stays this close to its end
+
+
+class ReportSection(Section):
+    """`report`: the stage's own settings (the paper's figures are in bench/paper_figures.yaml)."""
+
+    weight: Weight               # lambda_ctrl of the policy set against the paper's analysis figures
+    convergence: ConvergenceSettings
+
+
 # ----------------------------------------------------------------------------------------------
 # the whole file
 # ----------------------------------------------------------------------------------------------
 class Params(Section):
-    """params.yaml, every stage section typed; `report` and `compare` are checked by their own code."""
+    """params.yaml, every section typed (the paper's figures and the compare rules live in their own files)."""
 
     model_config = ConfigDict(strict=False)   # holds dataclasses: see the value types
 
@@ -560,8 +574,7 @@ class Params(Section):
     track: TrackSection
     edm: EdmSection
     latents: LatentsSection
-    report: dict[str, Any] | None = None
-    compare: dict[str, Any] | None = None
+    report: ReportSection
 
     @model_validator(mode="after")
     def _across_sections(self):

@@ -19,9 +19,10 @@ def _stage_commands() -> dict[str, str]:
 
 def stage_argv(stage: str, root: str | os.PathLike | None = None, **replace: str) -> list[str]:
     """The arguments of a stage's `mimic-bench` command in dvc.yaml (after the program name), with every
-    path argument put under `root`, and options replaced by keyword (`metrics_csv="x.csv"`)."""
+    path argument put under `root`, settings files (repository files) made absolute, and options replaced by
+    keyword (`metrics_csv="x.csv"`)."""
     from bench.cli import main
-    from bench.cli.common import InputPath, OutputPath, StatePath
+    from bench.cli.common import InputPath, OutputPath, SettingsPath, StatePath
     import click
 
     argv = shlex.split(_stage_commands()[stage])[1:]
@@ -37,6 +38,8 @@ def stage_argv(stage: str, root: str | os.PathLike | None = None, **replace: str
                 value = str(replace.pop(p.name))
             elif root is not None and isinstance(p.type, (InputPath, OutputPath, StatePath)):
                 value = str(Path(root) / value)
+            elif isinstance(p.type, SettingsPath):
+                value = str(ROOT / value)
             out += [tok, value]
             i += 2
         else:

@@ -10,15 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.compare import (CompareError, Rule, check_kinds, compare_diff, diff_flat, flatten, load_metrics_file,
-                                parse_rules, rule_for, verdict)
+from bench.compare import (RULES_FILE, CompareError, Rule, check_kinds, compare_diff, diff_flat, flatten,
+                           load_metrics_file, load_rules, parse_rules, rule_for, verdict)
 from mimic_core.errors import DataError, ParamsError
-from mimic_core.params import load_params
-
 ROOT = Path(__file__).resolve().parents[1]
-PARAMS = ROOT / "params.yaml"
-RULES = parse_rules(load_params(PARAMS)["compare"])
-LOWER = Rule("*", "lower", rel_tol=0.05, abs_tol=0.01)
+RULES = load_rules()
+LOWER = Rule(pattern="*", better="lower", rel_tol=0.05, abs_tol=0.01)
 
 METRICS = {"data": "synthetic", "n_clips": 46,
            "keypoint_error_mm": {"mean": 0.27, "p95": 0.59, "per_clip": {"trial01": 0.27, "trial02": 0.28}},
@@ -47,7 +44,7 @@ def _with(obj: dict, dotted: str, value) -> dict:
 
 
 def _cli(args):
-    return CliRunner().invoke(main, ["compare", *args, "--params", str(PARAMS)])
+    return CliRunner().invoke(main, ["compare", *args, "--rules", str(RULES_FILE)])
 
 
 # ---------------------------------------------------------------- flatten
@@ -81,7 +78,7 @@ def test_load_metrics_file_rejects_other_shapes(tmp_path):
 # ---------------------------------------------------------------- rules and verdicts
 
 def test_rules_first_match_wins_and_default_is_informational():
-    rules = [Rule("*per_clip*", "none"), Rule("*error*", "lower")]
+    rules = [Rule(pattern="*per_clip*", better="none"), Rule(pattern="*error*", better="lower")]
     assert rule_for("keypoint_error_mm.per_clip.trial01", rules).better == "none"
     assert rule_for("keypoint_error_mm.mean", rules).better == "lower"
     assert rule_for("n_clips", rules).better == "none"
@@ -113,13 +110,23 @@ def test_every_current_metric_with_a_direction_has_a_tolerance():
     ({"rules": [{"pattern": "*", "better": "smaller"}]}, "better"),
     ({"rules": [{"pattern": "*", "better": "lower", "rel_tol": -1}]}, "rel_tol"),
     ({"rules": [{"better": "lower"}]}, "pattern"),
-    ({"rules": [{"pattern": "*", "tol": 1}]}, "unknown"),
+    ({"rules": [{"pattern": "*", "tol": 1}]}, r"'rules\[0\].tol': unknown key"),
+    ({"rules": [{"pattern": "*", "rel_tols": 1}]}, "did you mean 'rules\\[0\\].rel_tol'"),
     ({"rules": "*"}, "list"),
-    ([], "list"),
+    ({"rules": []}, "at least 1"),
+    ([], "object|dictionary|model"),
 ])
 def test_parse_rules_rejects_bad_entries(cfg, match):
     with pytest.raises(ParamsError, match=match):
         parse_rules(cfg)
+
+
+def test_a_bad_rules_file_is_named(tmp_path):
+    bad = _text(tmp_path / "rules.yaml", "rules:\n  - {pattern: '*', better: smaller}\n")
+    with pytest.raises(ParamsError, match=r"rules.yaml: 'rules\[0\].better'"):
+        load_rules(bad)
+    res = _cli([str(bad), str(bad), "--rules", str(bad)])
+    assert res.exit_code == 1 and "rules.yaml" in res.output
 
 
 def test_verdicts():
@@ -130,11 +137,11 @@ def test_verdicts():
     assert verdict(0.27, 0.20, LOWER) == "improved"
     assert verdict(0.27, 0.27, LOWER) == "ok"
     assert verdict(0.001, 0.0105, LOWER) == "ok"       # the absolute floor: 0.0095 < 0.01
-    higher = Rule("*", "higher", abs_tol=0.01)
+    higher = Rule(pattern="*", better="higher", abs_tol=0.01)
     assert verdict(0.97, 0.90, higher) == "REGRESSION"
     assert verdict(0.90, 0.97, higher) == "improved"
     assert verdict(0.97, 0.965, higher) == "ok"
-    none = Rule("*", "none")
+    none = Rule(pattern="*", better="none")
     assert verdict(0.27, 1e6, none) == "info"          # better: none is never a regression
     assert verdict(0.27, -1e6, none) == "info"
     assert verdict(None, 0.3, LOWER) == "new"

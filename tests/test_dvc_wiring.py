@@ -14,7 +14,7 @@ import click
 import pytest
 
 from bench.cli import main
-from bench.cli.common import InputPath, OutputPath, StatePath
+from bench.cli.common import InputPath, OutputPath, SettingsPath, StatePath
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mimic_core", "bench")
@@ -24,10 +24,12 @@ NOT_A_DEP = ("bench/cli/",)
 
 
 def _stages():
+    from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
     with Repo(str(ROOT)) as repo:
-        return [(s.name, s.cmd, [str(d.def_path) for d in s.deps], [str(o.def_path) for o in s.outs])
+        return [(s.name, s.cmd, [str(d.def_path) for d in s.deps if not isinstance(d, ParamsDependency)],
+                 [str(o.def_path) for o in s.outs], [str(d.def_path) for d in s.deps if isinstance(d, ParamsDependency)])
                 for s in repo.index.stages if s.cmd]
 
 
@@ -108,10 +110,10 @@ def _paths(ctx: click.Context, command: click.Command, kind: type) -> list[str]:
 
 @pytest.mark.parametrize("stage", STAGES, ids=IDS)
 def test_stage_paths_are_its_deps_and_outs(stage):
-    name, cmd, deps, outs = stage
+    name, cmd, deps, outs, params = stage
     command, ctx = _parse(cmd)
     untyped = [p.name for p in command.params if isinstance(p.type, click.Path)
-               and not isinstance(p.type, (InputPath, OutputPath, StatePath)) and p.name != "params_path"]
+               and not isinstance(p.type, (InputPath, OutputPath, SettingsPath, StatePath)) and p.name != "params_path"]
     assert not untyped, f"{name}: path options that say neither input nor output: {untyped}"
     for path in _paths(ctx, command, InputPath):
         assert _covered(path, deps), f"{name}: reads {path}, which is not among its deps {deps}"
@@ -119,11 +121,13 @@ def test_stage_paths_are_its_deps_and_outs(stage):
     assert sorted(written) == sorted(outs), f"{name}: writes {sorted(written)}, declares {sorted(outs)}"
     for path in _paths(ctx, command, StatePath):
         assert not _covered(path, deps + outs), f"{name}: its state folder {path} overlaps a dep or an out"
+    for path in _paths(ctx, command, SettingsPath):
+        assert path in params, f"{name}: reads settings from {path}, which is not among its params files {params}"
 
 
 @pytest.mark.parametrize("stage", STAGES, ids=IDS)
 def test_stage_deps_cover_every_module_it_imports(stage):
-    name, cmd, deps, _ = stage
+    name, cmd, deps, _, _ = stage
     command, _ = _parse(cmd)
     modules = _stage_modules(command)
     assert modules, f"{name}: found no library module (the walk is broken)"
@@ -135,7 +139,7 @@ def test_stages_that_load_the_model_depend_on_its_file():
     import yaml
 
     xml = yaml.safe_load((ROOT / "params.yaml").read_text())["model"]["xml"]
-    for name, cmd, deps, _ in STAGES:
+    for name, cmd, deps, _, _ in STAGES:
         command, _ = _parse(cmd)
         if Path("mimic_core/model.py") in _stage_modules(command):
             assert _covered(xml, deps), f"{name}: loads the model but does not depend on {xml}"

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from mimic_core.errors import DataError, ParamsError
-from bench.report import NOT_RUN, PLOTS, Sources, convergence, figure, report_settings, run_report
+from bench.report import FIGURES_FILE, NOT_RUN, PLOTS, Figure, Sources, convergence, load_figures, run_report
 from helpers import stage_argv, stage_paths
 from test_analysis import PARAMS, START, write_emg, write_rollout
 
@@ -254,23 +254,58 @@ def test_convergence_is_where_the_smoothed_error_settles():
     assert convergence(steps, np.full(100, 3.0), 10, 0.5)[0] == 1000
 
 
-def test_rules_and_params_checks():
-    lower, within = figure({"paper": 0.56, "meets": "lower"}, "x"), figure({"paper": 0.8, "meets": "within", "tol": 0.05}, "x")
+def figure(cfg: dict) -> Figure:
+    from mimic_core.config import validate
+
+    return validate(Figure, cfg, "x", "figures.yaml")
+
+
+def test_rules_and_figure_checks():
+    lower, within = figure({"paper": 0.56, "meets": "lower"}), figure({"paper": 0.8, "meets": "within", "tol": 0.05})
     assert lower.verdict(0.56, ".2f") == "yes" and lower.verdict(0.6, ".2f") == "no: 0.04 above"
     assert within.verdict(0.7, ".2f") == "no: 0.05 below" and within.verdict(0.84, ".2f") == "yes"
-    below = figure({"paper": 1, "meets": "below"}, "x")
+    below = figure({"paper": 1, "meets": "below"})
     assert below.verdict(1.0, ".2f") == "no: at the threshold" and below.criterion(".2f") == "< 1"
-    rng = figure({"paper": [44, 45], "meets": "range", "tol": 1}, "x")
+    rng = figure({"paper": [44, 45], "meets": "range", "tol": 1})
     assert rng.shown(".1f") == "44-45" and rng.verdict(42.5, ".1f") == "no: 0.5 below"
-    higher = figure({"paper": 600000, "meets": "higher"}, "x")
+    higher = figure({"paper": 600000, "meets": "higher"})
     assert higher.criterion(",.0f") == ">= 600,000" and higher.verdict(5e5, ",.0f") == "no: 100,000 below"
-    with pytest.raises(ParamsError, match="'x.meets' must be one of"):
-        figure({"paper": 1, "meets": "smaller"}, "x")
-    with pytest.raises(ParamsError, match=r"'x.paper' must be \[low, high\]"):
-        figure({"paper": 1, "meets": "range"}, "x")
-    bad = copy.deepcopy(PARAMS["report"])
-    bad["rho"]["sim_biceps_from_joints"]["tolerance"] = 0.1
-    with pytest.raises(ParamsError, match="report.rho.sim_biceps_from_joints' has unknown key"):
-        report_settings(bad)
-    with pytest.raises(ParamsError, match="missing 'report'"):
-        report_settings(None)
+    with pytest.raises(ParamsError, match="figures.yaml: 'x.meets'"):
+        figure({"paper": 1, "meets": "smaller"})
+    with pytest.raises(ParamsError, match=r"must be \[low, high\] for meets: range"):
+        figure({"paper": 1, "meets": "range"})
+    with pytest.raises(ParamsError, match=r"must be \[low, high\] for meets: range"):
+        figure({"paper": [1, 2], "meets": "within"})
+    with pytest.raises(ParamsError, match="'x.tol'"):
+        figure({"paper": 1, "meets": "within", "tol": -1})
+
+
+def test_a_bad_figures_file_is_named(tmp_path):
+    import yaml
+
+    good = yaml.safe_load(FIGURES_FILE.read_text())
+    assert load_figures(FIGURES_FILE).rho["sim_biceps_from_joints"].paper == good["rho"]["sim_biceps_from_joints"]["paper"]
+    bad = copy.deepcopy(good)
+    bad["rho"]["sim_biceps_from_joints"]["tols"] = 0.1
+    path = tmp_path / "figures.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ParamsError, match=r"figures.yaml: 'rho.sim_biceps_from_joints.tols': unknown key; "
+                                          r"did you mean 'rho.sim_biceps_from_joints.tol'"):
+        load_figures(path)
+    del bad["rho"]
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ParamsError, match="'rho': missing"):
+        run_report(params(), sources_under(tmp_path), tmp_path / "s.md", tmp_path / "plots", plots=False, figures=path)
+    assert not (tmp_path / "s.md").exists()
+
+
+def test_report_settings_are_checked():
+    from mimic_core.config import as_params
+
+    p = params()
+    p["report"]["convergence"]["smooth_iterations"] = 0
+    with pytest.raises(ParamsError, match="'report.convergence.smooth_iterations'"):
+        as_params(p)
+    del p["report"]
+    with pytest.raises(ParamsError, match="'report': missing"):
+        as_params(p)

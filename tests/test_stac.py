@@ -16,7 +16,7 @@ from mimic_core.errors import DataError, ModelError
 from mimic_core.model import DEFAULT_KEYPOINT_MAP, keypoint_positions, load_forelimb
 from mimic_core.stac import register as stage
 from mimic_core.stac.register import stac_settings
-from mimic_core.stac.solver import (MM, StacConfig, body_poses, fit_offsets, ik_frame, make_kinematics,
+from mimic_core.stac.solver import (MM, body_poses, fit_offsets, ik_frame, make_kinematics,
                                     make_register, sites)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,8 @@ import yaml
 
 from mimic_core.errors import DataError, ParamsError
 from mimic_core.model import load_forelimb
-from mimic_core.track.config import track_config, weight_key
+from mimic_core.config import weight_key
+from mimic_core.track.config import track_config
 from mimic_core.track.env import AutoReset, ImitationEnv, actuator_velocity
 from mimic_core.track.reference import ReferenceClips, load_registered
 

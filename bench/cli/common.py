@@ -37,6 +37,13 @@ class OutputPath(click.Path):
         super().__init__(writable=True, **kw)
 
 
+class SettingsPath(click.Path):
+    """A settings file the command reads whose keys DVC tracks as the stage's params (not a data dependency)."""
+
+    def __init__(self, **kw):
+        super().__init__(exists=True, dir_okay=False, **kw)
+
+
 class StatePath(click.Path):
     """A folder the command keeps between runs that is no artifact (e.g. training checkpoints)."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from bench.cli.common import StatePath, clear_errors, input_option, output_option, params_option
+from bench.cli.common import SettingsPath, StatePath, clear_errors, input_option, output_option, params_option
 
 rollouts_input = input_option("--rollouts", "Rollout files, one <weight>.h5 per weight.", file_okay=False)
 weights_option = click.option("--weights", default=None,
@@ -161,20 +161,23 @@ def _source_options(fn):
 @_source_options
 @output_option("--out", "The summary (Markdown).", dir_okay=False)
 @output_option("--plots-dir", "Where the plots go (the folder is replaced whole).", file_okay=False)
+@click.option("--figures", "figures_path", type=SettingsPath(), required=True,
+              help="The paper's figures and when a value meets each (bench/paper_figures.yaml).")
 @click.option("--no-plots", is_flag=True, help="Write the summary only.")
 @params_option
 @clear_errors
-def report_cmd(out, plots_dir, no_plots, params_path, **paths):
+def report_cmd(out, plots_dir, figures_path, no_plots, params_path, **paths):
     """Set this run's metrics against the paper's figures: reports/summary.md and the plots.
 
-    Every input is optional: a missing one shows as "not run". Figures and the rule by which a value
-    meets each of them: params.yaml `report`.
+    Every input is optional: a missing one shows as "not run". The figures and the rule by which a
+    value meets each of them: --figures (bench/paper_figures.yaml); the report's settings: params `report`.
     """
     from bench.report import Sources, run_report
     from mimic_core.params import load_params
 
     sources = Sources(**{k: Path(v) for k, v in paths.items()})
-    result = run_report(load_params(params_path), sources, out, plots_dir, plots=not no_plots)
+    result = run_report(load_params(params_path), sources, out, plots_dir, plots=not no_plots,
+                        figures=figures_path)
     n = result["counts"]
     drawn = [k for k, why in (result["plots"] or {}).items() if why is None]
     click.echo(f"{len(result['rows'])} figures: {n['meet']} meet the paper's, {n['miss']} do not, "

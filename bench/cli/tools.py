@@ -240,20 +240,20 @@ def simplex_cmd(csv_path, columns, target, E, tau, Tp, lib, pred, exclusion_radi
 @click.argument("b", required=False)
 @click.option("--all", "show_all", is_flag=True, help="Show unchanged metrics too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
-@params_option
+@click.option("--rules", "rules_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Which way each metric should move and its tolerance [default: bench/compare_rules.yaml].")
 @clear_errors
-def compare_cmd(a, b, show_all, as_json, params_path):
+def compare_cmd(a, b, show_all, as_json, rules_path):
     """Compare metrics: revision A against B (default: HEAD against the workspace), or two
     metrics JSON files (compare OLD.json NEW.json).
 
     With revisions, every metrics file that dvc.yaml declares is compared (dvc metrics diff).
-    Which way is better and the tolerances come from the `compare` section of params.yaml.
+    Which way is better and the tolerances come from --rules (bench/compare_rules.yaml).
     Exits 1 when any metric regresses beyond its tolerance.
     """
-    from bench.compare import compare, has_regression, parse_rules, summary, table
-    from mimic_core.params import load_params, section
+    from bench.compare import RULES_FILE, compare, has_regression, load_rules, summary, table
 
-    rules = parse_rules(section(load_params(params_path), "compare"))
+    rules = load_rules(rules_path or RULES_FILE)
     rows, a_label, b_label, notes = compare(a, b, rules)
     shown = rows if show_all else [r for r in rows if r.changed]
     for note in notes:

@@ -2,7 +2,7 @@
 
 Every input is optional: a file that is absent makes its rows say "not run"; a file that is there
 but has the wrong shape is a DataError naming the file and the field. The figures and the rule by
-which a value "meets" each of them come from params `report` (bench.report.figures). The report
+which a value "meets" each of them come from bench/paper_figures.yaml (bench.report.figures). The report
 reads metrics files only (and, for the EMG plot, the prepared EMG and the rollouts).
 
 Convergence: the trailing moving average of joint_error_deg over ``smooth_iterations`` training
@@ -15,22 +15,23 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from bench.report.figures import Figure, ReportSettings, figure, report_settings
+from bench.report.figures import FIGURES_FILE, Figure, PaperFigures, ReportSettings, load_figures, settings_from
 from bench.report.inputs import Sources, collect, convergence
 from bench.report.plots import PLOTS, make_plots
 from bench.report.render import render
 from bench.report.rows import NOT_RUN, all_rows, counts
 
-__all__ = ["Figure", "NOT_RUN", "PLOTS", "ReportSettings", "Sources", "convergence", "figure", "report_settings",
-           "run_report"]
+__all__ = ["FIGURES_FILE", "Figure", "NOT_RUN", "PLOTS", "PaperFigures", "ReportSettings", "Sources", "convergence",
+           "load_figures", "run_report", "settings_from"]
 
 
 def run_report(params: Mapping[str, Any], sources: Sources, out: str | os.PathLike, plots_dir: str | os.PathLike,
-               plots: bool = True) -> dict[str, Any]:
-    """The stage: read what is there, write `out` (Markdown) and the plots (the folder is replaced whole)."""
+               plots: bool = True, figures: str | os.PathLike = FIGURES_FILE) -> dict[str, Any]:
+    """The stage: read what is there, write `out` (Markdown) and the plots (the folder is replaced whole).
+    `figures` is the paper-figures file (bench/paper_figures.yaml)."""
     from mimic_core.io import atomic_dir, atomic_path
 
-    s = report_settings(params.get("report"))
+    s = settings_from(params, figures)
     c = collect(sources, s)
     rows = all_rows(c, s)
     out, plots_dir = Path(out), Path(plots_dir)

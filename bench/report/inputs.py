@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 LABELS = {"synthetic": "synthetic twin", "real": "real clips"}
 
 
-LAST_DECODER = "last_decoder_layer"      # params alias: the highest-numbered decoder_layer_<n> in latents.json
+LAST_DECODER = "last_decoder_layer"      # paper_figures.yaml alias: the highest-numbered decoder_layer_<n> in latents.json
 
 
 def _src(help: str, is_dir: bool = False):

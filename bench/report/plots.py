@@ -64,8 +64,8 @@ def plot_throughput(c: Collected, s: ReportSettings, path: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(7.5, 5))
     if long:
         sns.lineplot(data=pd.DataFrame(long), x="envs", y="steps/s", hue="measurement", marker="o", ax=ax)
-    ax.scatter([f.extra["envs"] for f in s.throughput], [f.paper for f in s.throughput], marker="*", s=160,
-               color="black", zorder=5, label="paper: training (" + ", ".join(f"{f.extra['gpus']} x {f.extra['gpu']}"
+    ax.scatter([f.envs for f in s.throughput], [f.paper for f in s.throughput], marker="*", s=160,
+               color="black", zorder=5, label="paper: training (" + ", ".join(f"{f.gpus} x {f.gpu}"
                                                                                for f in s.throughput) + ")")
     hw = doc["hardware"]
     ax.set(xscale="log", yscale="log", xlabel="parallel envs", ylabel="env (control) steps/s",

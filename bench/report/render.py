@@ -24,7 +24,7 @@ def render(rows: Sequence[Row], c: Collected, s: ReportSettings, plots: Mapping[
     lines = ["# mimic-bench: the paper against this run", "",
              "MIMIC-MJX (NeurIPS 2025, arXiv 2511.21848), mouse forelimb. Written by `mimic-bench report` (the "
              "`report` stage) from the files listed under *Inputs*; the paper's figures and the rule by which a value "
-             "meets each of them are in `params.yaml` (`report`).", "",
+             "meets each of them are in `bench/paper_figures.yaml`; the report's own settings in `params.yaml` (`report`).", "",
              f"**{len(rows)} figures: {n['meet']} meet the paper's, {n['miss']} do not, {n['not_run']} not run.**", "",
              "## Paper against this run", "",
              f"*data*: what the value was computed on (the `data` field of its file: the synthetic twin or real clips). "

@@ -134,7 +134,7 @@ def throughput_rows(found: tuple[Path, Mapping] | None, folder: Path, s: ReportS
     sec = "Training throughput, env steps/s"
     rows = []
     for fig in s.throughput:
-        envs, gpus, gpu = int(fig.extra["envs"]), fig.extra["gpus"], fig.extra["gpu"]
+        envs, gpus, gpu = int(fig.envs), fig.gpus, fig.gpu
         metric = f"PPO training at {envs:,} envs (paper: {gpus} x {gpu})"
         if found is None:
             rows.append(figure_row(sec, metric, fig, None, ",.0f", note=f"no {folder}/*.json", not_run=True))

@@ -103,7 +103,7 @@ def emg_table(ro: Rollout, emg: Emg, channel: str, action_muscles: Sequence[str]
     """Reference joint angles and simulated actions -> an EMG envelope channel, over the reach epochs."""
     ch = emg.channel(channel)
     cols = [ro.muscle(m) for m in action_muscles]
-    T = check_frames(ro, "qpos_reference", ["actions"])
+    check_frames(ro, "qpos_reference", ["actions"])
     if ro["actions"].shape[2] != len(ro.muscle_names):
         raise DataError(ro.path, "actions", f"{ro['actions'].shape[2]} muscles, muscle_names lists {len(ro.muscle_names)}")
     idx, k0 = epoch_frames(emg, ro, start_frame)

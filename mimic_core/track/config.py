@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from mimic_core.config import (EnvConfig, EvaluateConfig, NetworkConfig, PhysicsConfig, PPOConfig,  # noqa: F401
-                               TrackConfig, TrackSection, validate, weight_key)
+from mimic_core.config import TrackConfig, TrackSection, validate
 
 
 def track_section(track: Mapping[str, Any]) -> TrackSection:
@@ -22,5 +21,5 @@ def ctrl_cost_weights(track: Mapping[str, Any]) -> list:
     return list(track_section(track).ctrl_cost_weights)
 
 
-# `mimic_core.bench.throughput` calls it to name an unknown profile before anything else.
+# `bench.throughput` calls it to name an unknown profile before anything else.
 resolve_profile = track_section

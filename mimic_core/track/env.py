@@ -18,7 +18,7 @@ from flax import struct
 from mujoco import mjx
 
 from mimic_core.errors import DataError, ParamsError
-from mimic_core.track.config import EnvConfig, PhysicsConfig
+from mimic_core.config import EnvConfig, PhysicsConfig
 from mimic_core.track.reference import ReferenceClips
 
 _INTEGRATORS = {"euler": mujoco.mjtIntegrator.mjINT_EULER, "implicitfast": mujoco.mjtIntegrator.mjINT_IMPLICITFAST,

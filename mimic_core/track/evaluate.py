@@ -16,10 +16,10 @@ import numpy as np
 from mimic_core import artifacts
 from mimic_core.errors import DataError
 from mimic_core.model import ForelimbModel
-from mimic_core.track.config import TrackConfig
+from mimic_core.config import TrackConfig
 from mimic_core.track.env import ImitationEnv, actuator_velocity, keypoint_sites_fn
 from mimic_core.track.losses import normalize_obs, policy_outputs
-from mimic_core.track.networks import Networks, make_networks
+from mimic_core.track.networks import Networks
 from mimic_core.track.reference import ReferenceClips
 
 

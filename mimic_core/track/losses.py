@@ -9,7 +9,7 @@ from brax.training.acme import running_statistics
 from brax.training.agents.ppo.losses import compute_gae
 from flax import struct
 
-from mimic_core.track.config import PPOConfig
+from mimic_core.config import PPOConfig
 from mimic_core.track.networks import Networks, kl_to_standard_normal
 
 

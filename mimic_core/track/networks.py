@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from brax.training.distribution import NormalTanhDistribution
 
-from mimic_core.track.config import NetworkConfig
+from mimic_core.config import NetworkConfig
 
 
 class MLP(nn.Module):

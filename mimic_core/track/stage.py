@@ -14,7 +14,7 @@ from mimic_core.errors import DataError, ParamsError
 from mimic_core.io import atomic_dir, write_json
 from mimic_core.model import ForelimbModel, load_forelimb
 from mimic_core.params import params_hash
-from mimic_core.track.config import TrackConfig, weight_key
+from mimic_core.config import TrackConfig, weight_key
 from mimic_core.track.env import ImitationEnv
 from mimic_core.track.reference import ReferenceClips, find_registered, load_registered
 

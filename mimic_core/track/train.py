@@ -22,9 +22,9 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mimic_core.errors import ParamsError
-from mimic_core.track.config import TrackConfig
+from mimic_core.config import TrackConfig
 from mimic_core.track.env import REWARD_TERMS, AutoReset, ImitationEnv
-from mimic_core.track.losses import Transition, action_log_prob, gae, normalize_obs, ppo_loss, policy_outputs
+from mimic_core.track.losses import Transition, gae, normalize_obs, ppo_loss, policy_outputs
 from mimic_core.track.networks import Networks, make_networks
 
 
