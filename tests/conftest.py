@@ -11,3 +11,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = Path(os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".pytest_jax_cache")))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+import pytest  # noqa: E402  (after the cache settings: pytest plugins may import JAX)
+
+
+@pytest.fixture(scope="session")
+def fm():
+    """The forelimb model with the default keypoint map, loaded once for the suite. Read-only: a test that
+    changes a model loads its own."""
+    from mimic_core.model import DEFAULT_KEYPOINT_MAP, load_forelimb
+
+    return load_forelimb(None, DEFAULT_KEYPOINT_MAP)

@@ -31,13 +31,6 @@ OLD_HDF5 = "2.0.0"
 # --------------------------------------------------------------------------- inputs
 
 
-@pytest.fixture(scope="module")
-def fm():
-    from mimic_core.model import load_forelimb
-
-    return load_forelimb(None, KMAP)
-
-
 def prepared_inputs() -> dict:
     rng = np.random.default_rng(1)
     kp = rng.normal(0, 3e-3, (2, 5, 3, 3))

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from bench.cli import main
 from mimic_core.data import loaders
 from mimic_core.errors import DataError, ModelError
-from mimic_core.model import DEFAULT_KEYPOINT_MAP, keypoint_positions, load_forelimb
+from mimic_core.model import keypoint_positions
 from mimic_core.stac import register as stage
 from mimic_core.stac.register import stac_settings
 from mimic_core.stac.solver import (MM, body_poses, fit_offsets, ik_frame, make_kinematics,
@@ -29,11 +29,6 @@ ARM = """<mujoco><worldbody><body name="a" pos="0.01 0 0" euler="10 20 30">
   <joint name="j1" axis="0 0 1" pos="0.001 0 0" range="-90 90" ref="15"/>
   <body name="b" pos="0 0.02 0" quat="0.9 0.1 0.3 0.2"><joint name="j2" axis="1 1 0" range="-45 120"/>
     <geom size=".001" mass="1e-3"/></body><geom size=".001" mass="1e-3"/></body></worldbody></mujoco>"""
-
-
-@pytest.fixture(scope="module")
-def fm():
-    return load_forelimb(None, DEFAULT_KEYPOINT_MAP)
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mimic_core.model import DEFAULT_KEYPOINT_MAP, keypoint_positions, load_forelimb
+from mimic_core.model import keypoint_positions
 from mimic_core.stac.baseline import _Frame, register_clip_scipy
 from mimic_core.params import load_params
 from mimic_core.stac.register import stac_settings
@@ -46,11 +46,6 @@ KEYPOINTS = ROOT / "data" / "prepared" / "keypoints.h5"
 LIGHT = dataclasses.replace(stac_settings(load_params(ROOT / "params.yaml"))[0], n_iters=1, n_init=2)
 OFFSETS0_MM = np.array([[1.7, 0.7, 1.5], [-0.4, 0.1, 2.2], [1.6, -0.2, 0.0]])
 MAX_DEG, MEDIAN_DEG = 0.05, 0.005
-
-
-@pytest.fixture(scope="module")
-def fm():
-    return load_forelimb(None, DEFAULT_KEYPOINT_MAP)
 
 
 def synthetic_clip(fm, frames=20, seed=0):

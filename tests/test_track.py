@@ -45,11 +45,6 @@ TINY = {**_REPO["track"],
         "ctrl_cost_weights": [0, 0.15], "profile": "cpu", "profiles": {}}
 
 
-@pytest.fixture(scope="module")
-def fm():
-    return load_forelimb(None, KMAP)
-
-
 def _clips(fm, n_clips=3, n_frames=20, seed=0) -> ReferenceClips:
     """Smooth reaches inside the joint range, with their keypoint sites from MuJoCo."""
     from mimic_core.model import keypoint_positions

@@ -9,15 +9,10 @@ import pytest
 import yaml
 
 from mimic_core.data import twin
-from mimic_core.model import keypoint_positions, load_forelimb
+from mimic_core.model import keypoint_positions
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-
-
-@pytest.fixture(scope="module")
-def fm():
-    return load_forelimb(PARAMS["model"]["xml"], PARAMS["model"]["keypoint_map"])
 
 
 @pytest.fixture(scope="module")
