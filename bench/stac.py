@@ -39,7 +39,7 @@ def keypoint_error_mm(fm, qpos: np.ndarray, offsets: np.ndarray, y_m: np.ndarray
 
 
 def _load(keypoints_path: str, clips: int, frames: int, names: tuple[str, ...]):
-    """The first `clips` x `frames` of the prepared keypoints (NaN where missing), their mask and data label."""
+    """The first `clips` x `frames` of the prepared keypoints (NaN where missing), their mask, data label and rate."""
     from mimic_core.artifacts import read_prepared_keypoints
     from mimic_core.errors import DataError
 
@@ -49,7 +49,7 @@ def _load(keypoints_path: str, clips: int, frames: int, names: tuple[str, ...]):
                                                      f"{kp.keypoints.shape[0]} x {kp.keypoints.shape[1]}")
     if kp.kp_names != tuple(names):
         raise DataError(keypoints_path, "kp_names", f"keypoints {kp.kp_names} do not match the model's keypoint map {names}")
-    return kp.keypoints[:clips, :frames], kp.valid[:clips, :frames], kp.label
+    return kp.keypoints[:clips, :frames], kp.valid[:clips, :frames], kp.label, kp.fps
 
 
 def run_benchmark(params: dict, keypoints_path: str, clips: int, frames: int, baseline_clips: int | None,
@@ -65,14 +65,14 @@ def run_benchmark(params: dict, keypoints_path: str, clips: int, frames: int, ba
     from mimic_core.errors import ParamsError
     from mimic_core.model import load_forelimb
     from mimic_core.stac.baseline import joint_bounds, register_clip_scipy
-    from mimic_core.stac.register import stac_settings
+    from mimic_core.stac.register import solve_temporal, stac_settings
     from mimic_core.stac.solver import make_kinematics, make_register
 
     p = as_params(params)
     fm = load_forelimb(p.model.xml, p.model.keypoint_map)
     cfg, off0 = stac_settings(p)
     off0_mm = off0 * 1e3
-    y, valid, label = _load(keypoints_path, clips, frames, fm.keypoint_names)
+    y, valid, label, fps = _load(keypoints_path, clips, frames, fm.keypoint_names)
     n_base = clips if baseline_clips is None else min(baseline_clips, clips)
     if n_base < 1:
         raise ParamsError("--baseline-clips must be at least 1")
@@ -89,6 +89,15 @@ def run_benchmark(params: dict, keypoints_path: str, clips: int, frames: int, ba
     jax.block_until_ready(register(y0, valid, off0))
     t_steady = time.perf_counter() - t0
     q_ours, o_ours = np.asarray(q_ours, dtype=float), np.asarray(o_ours, dtype=float)
+
+    # (a') the temporal prior on top of the per-frame solution (what the `register` stage runs in mode temporal)
+    log("ours, temporal prior (JAX, float64 smoother over each clip), compile included ...")
+    t0 = time.perf_counter()
+    q_tmp, _, o_tmp, info = solve_temporal(fm, cfg, fps, y, valid, q_ours, o_ours, off0)
+    t_tmp_total = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    solve_temporal(fm, cfg, fps, y, valid, q_ours, o_ours, off0)
+    t_tmp_steady = time.perf_counter() - t0
 
     # (b) the scipy baseline, one clip after another.
     q_base, o_base, stats = [], [], {}
@@ -132,6 +141,20 @@ def run_benchmark(params: dict, keypoints_path: str, clips: int, frames: int, ba
             "timed": "total: make_kinematics + make_register + first call (trace, compile, run) + "
                      "block_until_ready; steady: a second call with the same inputs. Not timed: imports, JAX "
                      "backend start-up, reading the keypoints.",
+        },
+        "temporal": {
+            "solver": "mimic_core.stac.smoother.make_temporal (JAX, float64 iterated Kalman smoother with the "
+                      "offsets in the state, over a grid of prior weights, vmap over weights and clips)",
+            "time_total_s": t_tmp_total,
+            "time_steady_s": t_tmp_steady,
+            "time_compile_s": t_tmp_total - t_tmp_steady,
+            "register_total_s": t_total + t_tmp_total,
+            "timed": "total: building and the first call of the temporal solve from the per-frame solution "
+                     "(trace, compile, run); steady: a second call; register_total_s: the per-frame total plus "
+                     "this, what the `register` stage spends solving in mode temporal",
+            "keypoint_error_mm": keypoint_error_mm(fm, q_tmp, o_tmp, y, valid),
+            "log10_ratio": info["log10_ratio"],
+            "noise_sd_mm": info["noise_sd_mm"],
         },
         "baseline": {
             "solver": "mimic_core.stac.baseline.register_clip_scipy (scipy least_squares trf, float64, analytic "
@@ -189,6 +212,10 @@ def format_table(r: dict) -> str:
         f"{s['baseline_over_ours_total']:14.1f}",
         f"  {'ours (JAX), steady state':34s} {o['time_steady_s']:10.3f} {o['time_steady_per_clip_s']:13.5f} "
         f"{s['baseline_over_ours_steady']:14.0f}",
+        f"  {'ours + temporal prior, compile incl.':34s} {r['temporal']['register_total_s']:10.2f} "
+        f"{r['temporal']['register_total_s'] / r['clips']:13.4f}",
+        f"  {'  temporal solve alone, steady':34s} {r['temporal']['time_steady_s']:10.3f} "
+        f"{r['temporal']['time_steady_s'] / r['clips']:13.5f}",
         f"  {'baseline (scipy)':34s} {b['time_total_s']:10.2f} {b['time_per_clip_s']:13.4f}{ext}",
         f"  agreement on {a['clips']} clips: max |dq| {a['qpos_max_abs_diff_deg_full_frames']:.3g} deg on frames with "
         f"all keypoints, {a['qpos_max_abs_diff_deg_free_frames']:.3g} deg on those with no joint at a limit, "

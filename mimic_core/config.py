@@ -296,11 +296,27 @@ class PrepareSection(Section):
 # stac: a frozen dataclass, because the solver's jit cache keys on it
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class StacConfig:
-    """Solver settings (params `stac`, less the initial offsets)."""
+class TemporalPrior:
+    """`stac.temporal`: the prior on each clip's joint trajectory (mimic_core/stac/smoother.py)."""
 
     __pydantic_config__ = _DATACLASS
 
+    order: Annotated[int, Strict(), Field(ge=2, le=4)]   # white noise on this derivative of the joint angles
+    log10_ratio: Annotated[list[Float], Field(min_length=2, max_length=2), AfterValidator(_increasing),
+                           AfterValidator(tuple)]        # [low, high] of the grid of qc / sigma^2
+    ratio_points: Annotated[int, Strict(), Field(ge=2)]  # grid points, log-spaced over log10_ratio
+    gn_iters: PosInt              # damped Gauss-Newton (smoother) steps per solve
+    max_gap_frames: PosInt        # longest run of frames with no keypoint the prior may bridge
+    on_long_gap: Literal["error", "per_frame"]          # a longer gap: stop, or register that clip per frame
+
+
+@dataclass(frozen=True)
+class StacConfig:
+    """Solver settings (params `stac`, less the initial offsets and the metrics' settings)."""
+
+    __pydantic_config__ = _DATACLASS
+
+    mode: Literal["temporal", "per_frame"]   # temporal: the prior over each clip's frames; per_frame: the original
     n_iters: NonNegInt            # alternations of (a) IK and (b) offsets
     lm_max_iters: PosInt          # Levenberg-Marquardt iterations per frame and pass
     lm_tol: PosFloat              # stop when the largest step (rad) is below this
@@ -309,6 +325,7 @@ class StacConfig:
     offset_reg: NonNegFloat       # penalty toward the initial offsets, in frame-equivalents
     min_fit_frames: PosInt        # frames with every keypoint present needed to fit offsets
     n_init: PosInt                # starts per joint for the first frame (grid over the range)
+    temporal: TemporalPrior
 
     @classmethod
     def from_params(cls, stac: Any) -> "StacConfig":
@@ -321,6 +338,7 @@ class StacSection(StacConfig):
     """`stac`: the solver settings and the initial offsets (mm, one [x, y, z] per keypoint)."""
 
     initial_offsets_mm: Annotated[tuple[Point, ...], Field(min_length=1)]
+    hf_cutoff_hz: PosFloat        # joint motion above this is scored as high-frequency (registration.json)
 
     def solver(self) -> StacConfig:
         """The solver settings alone (so that the offsets do not key the jit cache)."""

@@ -60,7 +60,8 @@ def registration(fm):
     kp[1, 2, 0] = np.nan
     qpos = np.zeros((C, T, len(fm.joint_names)))     # zero angles: the kinematics are exact on any CPU
     return Registration(["a", "b"], tuple(KMAP), kp, qpos, rng.normal(0, 1e-3, (C, K, 3)),
-                        rng.normal(0, 1e-3, (C, T, K, 3)), 200.0)
+                        rng.normal(0, 1e-3, (C, T, K, 3)), 200.0, np.gradient(qpos, 1 / 200.0, axis=1),
+                        {"mode": "per_frame"})
 
 
 def rollout_inputs(fm):

@@ -46,13 +46,19 @@ def register_cmd(prepared, out, metrics, params_path):
     from mimic_core.params import load_params
     from mimic_core.stac.register import run_register
 
-    m = run_register(load_params(params_path), Path(prepared), Path(out), Path(metrics))
+    m = run_register(load_params(params_path), Path(prepared), Path(out), Path(metrics), log=click.echo)
     e = m["keypoint_error_mm"]
     click.echo(f"registered {m['n_clips']} clips ({m['data']}): keypoint error "
                f"mean {e['mean']:.3f} mm, median {e['median']:.3f} mm, p95 {e['p95']:.3f} mm")
     if "truth" in m:
         click.echo(f"against the truth: joint RMSE {m['truth']['joint_rmse_deg']:.2f} deg, "
+                   f"velocity RMSE {m['truth']['joint_velocity_rmse_deg_s']:.0f} deg/s, "
                    f"offset error {m['truth']['offset_error_mm']:.3f} mm")
+    s = m["solve"]
+    if "log10_ratio" in s:
+        click.echo(f"temporal prior: weight 10^{s['log10_ratio']:g} (most likely on the data), keypoint noise "
+                   f"{s['noise_sd_mm']:.3f} mm" + (" -- at the grid's edge: widen stac.temporal.log10_ratio"
+                                                   if s["grid_edge"] else ""))
 
 
 @click.command("train")

@@ -65,6 +65,28 @@ def _per_keypoint(e: dict) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in e["per_keypoint"].items())
 
 
+mode_option = click.option("--mode", type=click.Choice(["temporal", "per_frame"]), default=None,
+                           help="STAC mode (default: stac.mode in params): the temporal prior or per frame (the original).")
+
+
+def _load_with_mode(params_path: str, mode: str | None) -> dict:
+    from mimic_core.params import load_params
+
+    params = load_params(params_path)
+    if mode:
+        params = {**params, "stac": {**params["stac"], "mode": mode}}
+    return params
+
+
+def _solve_line(m: dict) -> str:
+    s = m["solve"]
+    if s["mode"] != "temporal" or "log10_ratio" not in s:
+        return f"mode {s['mode']}"
+    return (f"mode temporal: prior weight 10^{s['log10_ratio']:g} (most likely on the data), keypoint noise "
+            f"{s['noise_sd_mm']:.3f} mm; joint HF RMS above {m['hf_cutoff_hz']:g} Hz {m['joint_hf_rms_deg']['all']:.3f} deg"
+            + (" (at the grid's edge: widen stac.temporal.log10_ratio)" if s["grid_edge"] else ""))
+
+
 @click.command("register-clip")
 @click.option("--keypoints", "keypoints_path", required=True, type=click.Path(dir_okay=False),
               help="The clip's keypoints (any supported format).")
@@ -78,18 +100,19 @@ def _per_keypoint(e: dict) -> str:
 @click.option("--model", "model_xml", type=click.Path(dir_okay=False), default=None,
               help="MJCF model (default: model.xml in params).")
 @click.option("--keypoint-map", default=None, help="Keypoint to body map, e.g. 'Shoulder=scapula,Elbow=elbow,Wrist=wrist_body'.")
+@mode_option
 @params_option
 @clear_errors
-def register_clip_cmd(keypoints_path, out_path, fmt, units, fps, names, model_xml, keypoint_map, params_path):
+def register_clip_cmd(keypoints_path, out_path, fmt, units, fps, names, model_xml, keypoint_map, mode, params_path):
     """Register one clip file to the model with STAC (JAX) and print its error."""
-    from mimic_core.params import load_params
     from mimic_core.stac.files import register_file
 
-    m = register_file(load_params(params_path), Path(keypoints_path), Path(out_path), fmt, units, fps,
+    m = register_file(_load_with_mode(params_path, mode), Path(keypoints_path), Path(out_path), fmt, units, fps,
                       names.split(",") if names else None, model_xml, parse_keypoint_map(keypoint_map))
     e = m["keypoint_error_mm"]
     click.echo(f"{Path(keypoints_path).stem}: keypoint error mean {e['mean']:.3f} mm, median {e['median']:.3f} mm "
                f"({_per_keypoint(e)}) -> {out_path}")
+    click.echo(f"  {_solve_line(m)}")
 
 
 @click.command("register-clips")
@@ -100,18 +123,21 @@ def register_clip_cmd(keypoints_path, out_path, fmt, units, fps, names, model_xm
 @click.option("--label", type=click.Choice(["real", "synthetic"]), required=True, help="What the data are.")
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None, help="Write one HDF5 per clip here.")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False), required=True)
+@mode_option
 @params_option
 @clear_errors
-def register_clips_cmd(pattern, fmt, units, fps, label, out_dir, metrics_path, params_path):
+def register_clips_cmd(pattern, fmt, units, fps, label, out_dir, metrics_path, mode, params_path):
     """Register a folder of clips at once (e.g. the real clips) and write their metrics."""
-    from mimic_core.params import load_params
     from mimic_core.stac.files import register_glob
 
-    m = register_glob(load_params(params_path), pattern, units, fps, label, Path(metrics_path),
-                      Path(out_dir) if out_dir else None, fmt)
+    m = register_glob(_load_with_mode(params_path, mode), pattern, units, fps, label, Path(metrics_path),
+                      Path(out_dir) if out_dir else None, fmt, log=click.echo)
     e = m["keypoint_error_mm"]
     click.echo(f"registered {m['n_clips']} clips ({label}): mean {e['mean']:.3f} mm, median {e['median']:.3f} mm "
                f"({_per_keypoint(e)})")
+    click.echo(f"  {_solve_line(m)}")
+    if "original" in m:
+        click.echo(f"  the files' own qpos (the original tool): joint HF RMS {m['original']['joint_hf_rms_deg']['all']:.3f} deg")
 
 
 @click.command("evaluate-policy")

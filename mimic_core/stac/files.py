@@ -12,8 +12,8 @@ from mimic_core.data.prepare import find_files, select_keypoints
 from mimic_core.errors import DataError
 from mimic_core.io import write_json
 from mimic_core.model import load_forelimb
-from mimic_core.stac.register import (register_clips, registration_metrics, stac_settings, write_registered_h5,
-                                      write_registrations)
+from mimic_core.stac.register import (highpass_rms_deg, hf_cutoff, register_clips, registration_metrics,
+                                      stac_settings, write_registered_h5, write_registrations)
 
 
 def register_file(params: Mapping[str, Any], keypoints_path: Path, out_path: Path, fmt: str | None = None,
@@ -45,11 +45,11 @@ def register_file(params: Mapping[str, Any], keypoints_path: Path, out_path: Pat
     label = params["data"]["label"] if fmt == kp_cfg["format"] else "unknown"
     write_registered_h5(Path(out_path), reg, 0, fm, {"model": Path(fm.xml).name, "keypoint_map": kmap,
                                                      "stac": dict(params["stac"])}, label)
-    return registration_metrics(reg, label, fm.joint_names)
+    return registration_metrics(reg, label, fm.joint_names, hf_cutoff_hz=hf_cutoff(params))
 
 
 def register_glob(params: Mapping[str, Any], pattern: str, units: str, fps: float, label: str,
-                  metrics_path: Path, out_dir: Path | None = None, fmt: str | None = None) -> dict:
+                  metrics_path: Path, out_dir: Path | None = None, fmt: str | None = None, log=None) -> dict:
     """Register every file the glob matches (clips of one length) at once; metrics to `metrics_path`,
     one HDF5 per clip into `out_dir` if given."""
     fm = load_forelimb(params["model"]["xml"], params["model"]["keypoint_map"])
@@ -61,9 +61,15 @@ def register_glob(params: Mapping[str, Any], pattern: str, units: str, fps: floa
     x = np.stack([select_keypoints(kd, fm.keypoint_names) for kd in kds])
     cfg, off0 = stac_settings(params)
     clips = [f.stem for f in files]
-    reg = register_clips(fm, x, clips, fm.keypoint_names, fps, cfg, off0, source=pattern)
-    metrics = registration_metrics(reg, label, fm.joint_names)
-    metrics["source"] = {"glob": pattern, "format": fmt or loaders.detect_format(files[0]), "units": units}
+    reg = register_clips(fm, x, clips, fm.keypoint_names, fps, cfg, off0, source=pattern, log=log)
+    metrics = registration_metrics(reg, label, fm.joint_names, hf_cutoff_hz=hf_cutoff(params))
+    fmt = fmt or loaders.detect_format(files[0])
+    metrics["source"] = {"glob": pattern, "format": fmt, "units": units}
+    if fmt == "stac_h5":   # the original tool's own registration, stored in the files: its HF content beside ours
+        from mimic_core import artifacts
+
+        original = np.stack([artifacts.read_registered(f).qpos for f in files])
+        metrics["original"] = {"joint_hf_rms_deg": highpass_rms_deg(original, fps, hf_cutoff(params), fm.joint_names)}
     if out_dir:
         write_registrations(Path(out_dir), reg, fm, params, label)
     write_json(metrics_path, metrics)

@@ -24,7 +24,8 @@ from mimic_core.config import Params, as_params
 from mimic_core.errors import DataError
 from mimic_core.io import atomic_dir, write_json
 from mimic_core.model import ForelimbModel, body_names, keypoint_positions
-from mimic_core.stac.solver import StacConfig, make_kinematics, make_register, sites
+from mimic_core.stac.smoother import longest_gaps, make_temporal, wiener_prior
+from mimic_core.stac.solver import MM, StacConfig, make_kinematics, make_register, sites
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class Registration:
     offsets: np.ndarray     # (C, K, 3) m, in each keypoint's body frame
     sites: np.ndarray       # (C, T, K, 3) m, MuJoCo kinematics of qpos + offsets
     fps: float
+    qvel: np.ndarray        # (C, T, nq) rad/s: the smoothed velocity (temporal) or finite differences (per frame)
+    solve: dict             # how it was solved: mode, and for the temporal prior its data-chosen weight
 
     @property
     def errors_mm(self) -> np.ndarray:
@@ -73,8 +76,57 @@ def _registrar(fm: ForelimbModel, cfg: StacConfig):
     return _REGISTRARS[key][1]
 
 
+def _temporal_solver(fm: ForelimbModel, cfg: StacConfig, fps: float):
+    key = ("temporal", id(fm.model), tuple(int(b) for b in fm.keypoint_body_ids), cfg, float(fps))
+    if key not in _REGISTRARS:
+        t = cfg.temporal
+        kin = make_kinematics(fm.model, fm.keypoint_body_ids)
+        grid = np.linspace(t.log10_ratio[0], t.log10_ratio[1], t.ratio_points)
+        _REGISTRARS[key] = (fm.model, (make_temporal(kin, wiener_prior(t.order, 1.0 / fps, fm.model.nq), grid,
+                                                     t.gn_iters, cfg.offset_reg), grid))
+    return _REGISTRARS[key][1]
+
+
+def temporal_clips(valid: np.ndarray, clip_names: Sequence[str], cfg: StacConfig, source: str, log=None) -> np.ndarray:
+    """Which clips the temporal prior registers (bool (C,)); a gap it may not bridge is an error or, if params
+    say so, that clip falls back to the per-frame solve (logged)."""
+    t = cfg.temporal
+    if valid.shape[1] < t.order + 1:
+        raise DataError(source, "keypoints", f"clips of {valid.shape[1]} frames are too short for the temporal prior "
+                        f"of order {t.order} (needs at least {t.order + 1}); set stac.mode: per_frame")
+    use = np.ones(len(clip_names), bool)
+    for c, (start, length) in enumerate(longest_gaps(valid)):
+        if length > t.max_gap_frames:
+            what = (f"frames {start}-{start + length - 1} ({length}) have no keypoint, longer than "
+                    f"stac.temporal.max_gap_frames={t.max_gap_frames}")
+            if t.on_long_gap == "error":
+                raise DataError(source, f"clip '{clip_names[c]}'", what + " (set stac.temporal.on_long_gap: per_frame "
+                                "to register such clips per frame)")
+            use[c] = False
+            if log:
+                log(f"clip '{clip_names[c]}': {what}; registered per frame")
+    return use
+
+
+def solve_temporal(fm: ForelimbModel, cfg: StacConfig, fps: float, keypoints: np.ndarray, valid: np.ndarray,
+                   qpos: np.ndarray, offsets: np.ndarray, offsets0_m: np.ndarray):
+    """The temporal prior's solve from the per-frame solution: (qpos, qvel, offsets m, solve info)."""
+    run, grid = _temporal_solver(fm, cfg, fps)
+    with jax.enable_x64(True):
+        y = jnp.asarray(np.where(valid[..., None], keypoints, 0.0) * MM, jnp.float64)
+        off0 = jnp.broadcast_to(jnp.asarray(offsets0_m * MM, jnp.float64), offsets.shape)
+        q, qd, off, ll, sigma, best = run(jnp.asarray(qpos, jnp.float64), jnp.asarray(offsets * MM, jnp.float64), y,
+                                          jnp.asarray(valid), off0)
+        q, qd, off, ll, sigma, best = (np.asarray(a) for a in (q, qd, off, ll, sigma, best))
+    b = int(best)
+    info = {"log10_ratio": float(grid[b]), "noise_sd_mm": float(sigma[b]), "grid_edge": b in (0, len(grid) - 1),
+            "log_likelihood": {f"{g:g}": float(v) for g, v in zip(grid, ll)}}
+    return q, qd, off / MM, info
+
+
 def register_clips(fm: ForelimbModel, keypoints: np.ndarray, clip_names: Sequence[str], kp_names: Sequence[str],
-                   fps: float, cfg: StacConfig, offsets0_m: np.ndarray, source: str = "keypoints") -> Registration:
+                   fps: float, cfg: StacConfig, offsets0_m: np.ndarray, source: str = "keypoints",
+                   log=None) -> Registration:
     """Register clips (C, T, K, 3) in metres (NaN = missing) to the model."""
     if tuple(kp_names) != tuple(fm.keypoint_names):
         raise DataError(source, "kp_names", f"keypoints {list(kp_names)} do not match the keypoint map "
@@ -83,15 +135,22 @@ def register_clips(fm: ForelimbModel, keypoints: np.ndarray, clip_names: Sequenc
     offsets0 = np.asarray(offsets0_m, float)
     if offsets0.shape != (len(kp_names), 3):
         raise DataError("params.yaml", "stac.initial_offsets_mm", f"expected {len(kp_names)} x 3 values")
+    use = temporal_clips(valid, clip_names, cfg, source, log) if cfg.mode == "temporal" else None
     register = _registrar(fm, cfg)
     qpos, offsets = register(np.where(valid[..., None], keypoints, 0.0), valid, offsets0)
     qpos, offsets = np.asarray(qpos, np.float64), np.asarray(offsets, np.float64)
+    qvel = np.gradient(qpos, 1.0 / fps, axis=1)
+    solve: dict[str, Any] = {"mode": cfg.mode}
+    if use is not None and use.any():
+        q, qd, off, info = solve_temporal(fm, cfg, fps, keypoints[use], valid[use], qpos[use], offsets[use], offsets0)
+        qpos[use], qvel[use], offsets[use] = q, qd, off
+        solve.update(info, per_frame_clips=[n for n, u in zip(clip_names, use) if not u])
     bad = [clip_names[c] for c in range(len(clip_names))
-           if not (np.isfinite(qpos[c]).all() and np.isfinite(offsets[c]).all())]
+           if not (np.isfinite(qpos[c]).all() and np.isfinite(qvel[c]).all() and np.isfinite(offsets[c]).all())]
     if bad:
         raise DataError(source, "qpos", f"the solve diverged (non-finite result) for clips {bad}")
     sites = np.stack([keypoint_positions(fm, qpos[c], offsets[c]) for c in range(len(clip_names))])
-    return Registration(list(clip_names), tuple(kp_names), keypoints, qpos, offsets, sites, float(fps))
+    return Registration(list(clip_names), tuple(kp_names), keypoints, qpos, offsets, sites, float(fps), qvel, solve)
 
 
 def write_registered_h5(path: Path, reg: Registration, c: int, fm: ForelimbModel, config: Mapping[str, Any],
@@ -106,9 +165,8 @@ def write_registered_h5(path: Path, reg: Registration, c: int, fm: ForelimbModel
         d.qpos[:] = reg.qpos[c, t]
         mujoco.mj_kinematics(m, d)
         xpos[t], xquat[t] = d.xpos, d.xquat
-    qvel = np.gradient(reg.qpos[c], 1.0 / reg.fps, axis=0)
     artifacts.write_registered(path, artifacts.RegisteredClip(
-        reg.qpos[c], qvel, reg.offsets[c], reg.sites[c], list(fm.joint_names),
+        reg.qpos[c], reg.qvel[c], reg.offsets[c], reg.sites[c], list(fm.joint_names),
         kp_data=reg.keypoints[c].reshape(T, -1), kp_names=list(reg.kp_names), xpos=xpos, xquat=xquat,
         names_xpos=body_names(m), config=yaml.safe_dump(dict(config), sort_keys=True), fps=reg.fps, label=label))
 
@@ -148,9 +206,21 @@ def cramer_rao_joint_rmse_deg(fm: ForelimbModel, truth_dir: Path, clips: Sequenc
             "keypoint_noise_mm": sigma_mm}
 
 
-def registration_metrics(reg: Registration, label: str, joint_names: Sequence[str],
+def highpass_rms_deg(q: np.ndarray, fps: float, cutoff_hz: float, joint_names: Sequence[str]) -> dict[str, float]:
+    """RMS (deg) of joint angles (clips, frames, nq) above `cutoff_hz`: a 4th-order Butterworth high-pass run
+    forward and back along each clip; overall and per joint."""
+    from scipy import signal
+
+    sos = signal.butter(4, cutoff_hz, btype="highpass", fs=fps, output="sos")
+    hf = np.degrees(signal.sosfiltfilt(sos, np.asarray(q, np.float64), axis=1))
+    return {"all": float(np.sqrt(np.mean(hf ** 2))),
+            **{n: float(np.sqrt(np.mean(hf[..., j] ** 2))) for j, n in enumerate(joint_names)}}
+
+
+def registration_metrics(reg: Registration, label: str, joint_names: Sequence[str], *, hf_cutoff_hz: float,
                          truth_dir: Path | None = None, fm: ForelimbModel | None = None) -> dict:
-    """Keypoint error (mm) overall, per keypoint and per clip; on the twin also the error against truth."""
+    """Keypoint error (mm) overall, per keypoint and per clip, the trajectory's high-frequency content and how
+    it was solved; on the twin also the errors against truth."""
     e = reg.errors_mm
     out: dict[str, Any] = {
         "data": label,
@@ -160,17 +230,26 @@ def registration_metrics(reg: Registration, label: str, joint_names: Sequence[st
             "per_keypoint": {k: float(np.nanmean(e[..., i])) for i, k in enumerate(reg.kp_names)},
             "per_clip": {c: float(np.nanmean(e[i])) for i, c in enumerate(reg.clip_names)},
         },
+        "joint_hf_rms_deg": highpass_rms_deg(reg.qpos, reg.fps, hf_cutoff_hz, joint_names),
+        "hf_cutoff_hz": float(hf_cutoff_hz),
+        "solve": {k: v for k, v in reg.solve.items() if k != "log_likelihood"},
     }
     if truth_dir:
-        dq, doff = [], []
+        dq, dv, doff = [], [], []
         for i, clip in enumerate(reg.clip_names):
             true = artifacts.read_truth(Path(truth_dir) / f"{clip}.h5")
             dq.append(reg.qpos[i] - true.qpos)
+            dv.append(reg.qvel[i] - true.qvel)
             doff.append(np.linalg.norm(reg.offsets[i] - true.offsets, axis=-1) * 1e3)
-        dq = np.concatenate(dq)
+        hf_err = highpass_rms_deg(np.stack(dq), reg.fps, hf_cutoff_hz, joint_names)
+        dq, dv = np.concatenate(dq), np.concatenate(dv)
         bound = cramer_rao_joint_rmse_deg(fm, Path(truth_dir), reg.clip_names) if fm is not None else None
         out["truth"] = {
             "joint_rmse_deg": float(np.degrees(np.sqrt(np.mean(dq ** 2)))),
+            "joint_velocity_rmse_deg_s": float(np.degrees(np.sqrt(np.mean(dv ** 2)))),
+            "joint_velocity_rmse_deg_s_per_joint": {name: float(np.degrees(np.sqrt(np.mean(dv[:, j] ** 2))))
+                                                    for j, name in enumerate(joint_names)},
+            "joint_hf_rms_deg": hf_err,
             "joint_rmse_deg_per_joint": {name: float(np.degrees(np.sqrt(np.mean(dq[:, j] ** 2))))
                                          for j, name in enumerate(joint_names)},
             "offset_error_mm": float(np.mean(doff)),
@@ -188,8 +267,13 @@ def stac_settings(params: Mapping[str, Any] | Params) -> tuple[StacConfig, np.nd
     return s.solver(), np.asarray(s.initial_offsets_mm, float) * 1e-3
 
 
-def run_register(params: Mapping[str, Any], prepared: Path, out_dir: Path, metrics_path: Path) -> dict:
-    """The whole stage."""
+def hf_cutoff(params: Mapping[str, Any] | Params) -> float:
+    """params stac.hf_cutoff_hz: above it joint motion is scored as high-frequency."""
+    return as_params(params).stac.hf_cutoff_hz
+
+
+def run_register(params: Mapping[str, Any], prepared: Path, out_dir: Path, metrics_path: Path, log=None) -> dict:
+    """The whole stage (`log`: where a clip that falls back to the per-frame solve is reported)."""
     from mimic_core.model import load_forelimb
 
     p = as_params(params)
@@ -197,9 +281,11 @@ def run_register(params: Mapping[str, Any], prepared: Path, out_dir: Path, metri
     kp = artifacts.read_prepared_keypoints(prepared)
     label = kp.label
     cfg, off0 = stac_settings(p)
-    reg = register_clips(fm, kp.keypoints, kp.clip_names, kp.kp_names, kp.fps, cfg, off0, source=str(prepared))
+    reg = register_clips(fm, kp.keypoints, kp.clip_names, kp.kp_names, kp.fps, cfg, off0, source=str(prepared),
+                         log=log)
     truth = p.data.truth_dir or None
-    metrics = registration_metrics(reg, label, fm.joint_names, Path(truth) if truth else None, fm)
+    metrics = registration_metrics(reg, label, fm.joint_names, hf_cutoff_hz=p.stac.hf_cutoff_hz,
+                                   truth_dir=Path(truth) if truth else None, fm=fm)
     write_registrations(out_dir, reg, fm, params, label)
     write_json(metrics_path, metrics)
     return metrics
