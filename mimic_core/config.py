@@ -303,11 +303,16 @@ class TemporalPrior:
 
     order: Annotated[int, Strict(), Field(ge=2, le=4)]   # white noise on this derivative of the joint angles
     log10_ratio: Annotated[list[Float], Field(min_length=2, max_length=2), AfterValidator(_increasing),
-                           AfterValidator(tuple)]        # [low, high] of the grid of qc / sigma^2
-    ratio_points: Annotated[int, Strict(), Field(ge=2)]  # grid points, log-spaced over log10_ratio
+                           AfterValidator(tuple)]        # [low, high] of the search over qc / sigma^2
+    coarse_step: PosFloat         # decades between the coarse grid's points
+    fine_step: PosFloat           # decades between the fine points placed around the coarse grid's best
     gn_iters: PosInt              # damped Gauss-Newton (smoother) steps per solve
     max_gap_frames: PosInt        # longest run of frames with no keypoint the prior may bridge
     on_long_gap: Literal["error", "per_frame"]          # a longer gap: stop, or register that clip per frame
+
+    def __post_init__(self):
+        if not 0 < 2 * self.fine_step <= self.coarse_step:
+            raise Invalid("fine_step", "must be at most half of coarse_step (the fine points lie between coarse ones)")
 
 
 @dataclass(frozen=True)

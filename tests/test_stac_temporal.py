@@ -18,7 +18,7 @@ from repo_params import repo_params
 PARAMS = repo_params()
 BASE, OFF0 = stage.stac_settings(PARAMS)
 # A coarser grid than the pipeline's (same range): one compile serves every test of this file.
-CFG = dataclasses.replace(BASE, mode="temporal", temporal=dataclasses.replace(BASE.temporal, ratio_points=8))
+CFG = dataclasses.replace(BASE, mode="temporal", temporal=dataclasses.replace(BASE.temporal, coarse_step=4.0, fine_step=1.0))
 PER_FRAME = dataclasses.replace(CFG, mode="per_frame")
 FPS, T, SIGMA_M = 200.0, 60, 0.25e-3
 
@@ -109,7 +109,7 @@ def test_the_weight_never_reads_the_truth(fm, tmp_path):
         truth = tmp_path / name / "truth"
         for clip, i in zip(("trial01", "trial02"), order):
             write_truth_h5(truth / f"{clip}.h5", trials[i], fm, FPS)
-        p = repo_params({"data.truth_dir": str(truth), "stac.temporal.ratio_points": 8})
+        p = repo_params({"data.truth_dir": str(truth), "stac.temporal.coarse_step": 4.0, "stac.temporal.fine_step": 1.0})
         m = stage.run_register(p, prepared, tmp_path / name / "registered", tmp_path / name / "m.json")
         out[name] = (m, [artifacts.read_registered(tmp_path / name / "registered" / f"{c}.h5").qpos
                          for c in ("trial01", "trial02")])

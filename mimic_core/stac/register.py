@@ -81,9 +81,8 @@ def _temporal_solver(fm: ForelimbModel, cfg: StacConfig, fps: float):
     if key not in _REGISTRARS:
         t = cfg.temporal
         kin = make_kinematics(fm.model, fm.keypoint_body_ids)
-        grid = np.linspace(t.log10_ratio[0], t.log10_ratio[1], t.ratio_points)
-        _REGISTRARS[key] = (fm.model, (make_temporal(kin, wiener_prior(t.order, 1.0 / fps, fm.model.nq), grid,
-                                                     t.gn_iters, cfg.offset_reg), grid))
+        _REGISTRARS[key] = (fm.model, make_temporal(kin, wiener_prior(t.order, 1.0 / fps, fm.model.nq), t.log10_ratio,
+                                                    t.coarse_step, t.fine_step, t.gn_iters, cfg.offset_reg))
     return _REGISTRARS[key][1]
 
 
@@ -111,16 +110,17 @@ def temporal_clips(valid: np.ndarray, clip_names: Sequence[str], cfg: StacConfig
 def solve_temporal(fm: ForelimbModel, cfg: StacConfig, fps: float, keypoints: np.ndarray, valid: np.ndarray,
                    qpos: np.ndarray, offsets: np.ndarray, offsets0_m: np.ndarray):
     """The temporal prior's solve from the per-frame solution: (qpos, qvel, offsets m, solve info)."""
-    run, grid = _temporal_solver(fm, cfg, fps)
+    run = _temporal_solver(fm, cfg, fps)
     with jax.enable_x64(True):
         y = jnp.asarray(np.where(valid[..., None], keypoints, 0.0) * MM, jnp.float64)
         off0 = jnp.broadcast_to(jnp.asarray(offsets0_m * MM, jnp.float64), offsets.shape)
-        q, qd, off, ll, sigma, best = run(jnp.asarray(qpos, jnp.float64), jnp.asarray(offsets * MM, jnp.float64), y,
-                                          jnp.asarray(valid), off0)
-        q, qd, off, ll, sigma, best = (np.asarray(a) for a in (q, qd, off, ll, sigma, best))
-    b = int(best)
-    info = {"log10_ratio": float(grid[b]), "noise_sd_mm": float(sigma[b]), "grid_edge": b in (0, len(grid) - 1),
-            "log_likelihood": {f"{g:g}": float(v) for g, v in zip(grid, ll)}}
+        out = run(jnp.asarray(qpos, jnp.float64), jnp.asarray(offsets * MM, jnp.float64), y, jnp.asarray(valid), off0)
+        q, qd, off, tried, ll, sigma, best = (np.asarray(a) for a in out)
+    b = int(np.argmax(ll))
+    lo, hi = cfg.temporal.log10_ratio
+    info = {"log10_ratio": float(best), "noise_sd_mm": float(sigma[b]),
+            "grid_edge": bool(np.isclose(best, lo) or np.isclose(best, hi)),
+            "log_likelihood": {f"{g:g}": float(v) for g, v in sorted(zip(tried, ll))}}
     return q, qd, off / MM, info
 
 

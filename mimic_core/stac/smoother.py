@@ -21,8 +21,8 @@ into another basin; joint limits are kept by projecting each iterate onto them.
 The prior's weight is chosen from the data alone: the ratio lambda = qc / sigma^2 maximises the
 marginal likelihood of the keypoints (the Kalman filter's innovations, empirical Bayes), with
 sigma^2 profiled out in closed form (every covariance scales with it), pooled over the data set:
-one sigma and one lambda per data set, from a log-spaced grid of lambda (params). The truth is
-never read. Velocities are the smoothed state's q'.
+one sigma and one lambda per data set, searched on a coarse log grid and then finely around its best
+(params). The truth is never read. Velocities are the smoothed state's q'.
 
 Everything runs in float64 (the diffuse start and the filter's covariances need it).
 """
@@ -175,26 +175,49 @@ def profile_loglik(quad, logdet, n_obs):
     return -0.5 * (n_obs * jnp.log(2 * jnp.pi * sigma2) + logdet + n_obs), sigma2
 
 
-def make_temporal(kin: Kinematics, prior: Prior, log10_ratios: np.ndarray, gn_iters: int, offset_reg: float):
+def search_grid(log10_range, coarse_step: float, fine_step: float) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse grid of log10 ratios over the range, and the offsets of the fine points placed around the
+    best coarse one (every fine_step out to half a coarse step each side)."""
+    lo, hi = log10_range
+    coarse = np.arange(lo, hi + 1e-9, coarse_step)
+    k = int(round(coarse_step / (2 * fine_step)))
+    fine = np.array([i * fine_step for i in range(-k, k + 1) if i != 0], float)
+    return coarse, fine
+
+
+def make_temporal(kin: Kinematics, prior: Prior, log10_range, coarse_step: float, fine_step: float, iters: int,
+                  offset_reg: float):
     """A jitted function: per-frame solution (clips, T, nq), its offsets (clips, K, 3) mm and the initial offsets
     -> the temporal solution at the data set's most likely prior weight.
 
-    `offset_reg` (frame-equivalents, as in the per-frame offset fit) sets the offsets' prior variance,
-    sigma^2 / offset_reg. Returns (q, qd, offsets mm, log-likelihood per grid ratio, sigma mm per grid ratio,
-    chosen grid index)."""
-    ratios = jnp.asarray(10.0 ** np.asarray(log10_ratios, np.float64))
+    The weight's search: a coarse grid of log10(qc / sigma^2) over `log10_range`, then the points every
+    `fine_step` around the best of it; each point is a full solve of every clip (vmapped), scored by the
+    pooled profile likelihood. `offset_reg` (frame-equivalents, as in the per-frame offset fit) sets the
+    offsets' prior variance, sigma^2 / offset_reg. Returns (q, qd, offsets mm, the log10 ratios tried, their
+    log-likelihoods, their sigma (mm), the chosen log10 ratio)."""
+    coarse, fine = search_grid(log10_range, coarse_step, fine_step)
     nq = prior.nq
     offset_var = 1.0 / offset_reg if offset_reg > 0 else DIFFUSE_RAD ** 2
 
     @jax.jit
     def run(q_pf, offsets_pf, y_mm, mask, offsets0_mm):
-        per_clip = jax.vmap(lambda q, o, y, m, o0, r: smooth_clip(kin, prior, q, o, y, m, o0, r, offset_var, gn_iters),
+        per_clip = jax.vmap(lambda q, o, y, m, o0, r: smooth_clip(kin, prior, q, o, y, m, o0, r, offset_var, iters),
                             in_axes=(0, 0, 0, 0, 0, None))
-        grid = jax.vmap(lambda r: per_clip(q_pf, offsets_pf, y_mm, mask, offsets0_mm, r))(ratios)   # (R, C, ...)
-        ll, sigma2 = profile_loglik(grid.quad.sum(1), grid.logdet.sum(1), grid.n_obs.sum(1))
-        best = jnp.argmax(jnp.where(jnp.isfinite(ll), ll, -jnp.inf))
-        x = grid.x[best]
-        return x[..., :nq], x[..., nq:2 * nq], grid.offsets[best], ll, jnp.sqrt(sigma2), best
+
+        def solve(log10s):
+            grid = jax.vmap(lambda g: per_clip(q_pf, offsets_pf, y_mm, mask, offsets0_mm, 10.0 ** g))(log10s)
+            ll, sigma2 = profile_loglik(grid.quad.sum(1), grid.logdet.sum(1), grid.n_obs.sum(1))
+            return grid, jnp.where(jnp.isfinite(ll), ll, -jnp.inf), jnp.sqrt(sigma2)
+
+        g1 = jnp.asarray(coarse, q_pf.dtype)
+        grid1, ll1, s1 = solve(g1)
+        g2 = g1[jnp.argmax(ll1)] + jnp.asarray(fine, q_pf.dtype)
+        grid2, ll2, s2 = solve(g2)
+        log10s, ll, sigma = jnp.concatenate([g1, g2]), jnp.concatenate([ll1, ll2]), jnp.concatenate([s1, s2])
+        best = jnp.argmax(ll)
+        x = jnp.concatenate([grid1.x, grid2.x])[best]
+        off = jnp.concatenate([grid1.offsets, grid2.offsets])[best]
+        return x[..., :nq], x[..., nq:2 * nq], off, log10s, ll, sigma, log10s[best]
 
     return run
 
