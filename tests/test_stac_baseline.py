@@ -122,7 +122,7 @@ def test_bench_stac_end_to_end(tmp_path, monkeypatch, register_light):
     params = tmp_path / "params.yaml"
     full = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.write_text(yaml.safe_dump({**full, "stac": {**full["stac"], "n_iters": LIGHT.n_iters, "n_init": LIGHT.n_init,
-                                                       "initial_offsets_mm": OFFSETS0_MM.tolist()}}))
+                                                       "initial_offsets_mm": OFFSETS0_MM.tolist()}}, sort_keys=False))
     out = tmp_path / "bench" / "stac.json"
     res = CliRunner().invoke(stac_bench_cmd, ["--clips", "2", "--frames", "20", "--baseline-clips", "1",
                                               "--params", str(params), "--keypoints", str(KEYPOINTS),
@@ -138,6 +138,10 @@ def test_bench_stac_end_to_end(tmp_path, monkeypatch, register_light):
              r["baseline"]["time_per_clip_s"], r["baseline"]["time_total_s"],
              r["speedup"]["baseline_over_ours_total"], r["speedup"]["baseline_over_ours_steady"]]
     assert all(math.isfinite(t) and t > 0 for t in times), times
+    tmp = r["temporal"]
+    assert all(math.isfinite(tmp[k]) and tmp[k] > 0 for k in ("time_total_s", "time_steady_s", "register_total_s"))
+    assert tmp["register_total_s"] == pytest.approx(r["ours"]["time_total_s"] + tmp["time_total_s"])
+    assert 0 < tmp["keypoint_error_mm"] < 1 and tmp["noise_sd_mm"] > 0
     b = r["baseline"]
     assert b["clips_measured"] == 1 and b["extrapolated"] is True
     assert b["time_total_s"] == pytest.approx(2 * b["time_per_clip_s"])
