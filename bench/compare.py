@@ -25,7 +25,6 @@ from pydantic import Field, Strict
 from mimic_core.config import NonNegFloat, Section, validate
 from mimic_core.errors import DataError, MimicError
 
-BETTER = ("lower", "higher", "none")
 WORKSPACE = "workspace"  # DVC's name for the working tree, as a revision
 
 

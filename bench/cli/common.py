@@ -58,3 +58,14 @@ def output_option(name: str, help: str, dir_okay: bool = True, file_okay: bool =
     """A required output path option."""
     return click.option(name, type=OutputPath(dir_okay=dir_okay, file_okay=file_okay), help=help,
                         **({"required": True} | kw))
+
+
+def solve_line(m: dict) -> str:
+    """How a registration was solved, from its metrics: the mode and, for the temporal prior, the data-chosen
+    weight, the noise it implies and the trajectory's high-frequency RMS."""
+    s = m["solve"]
+    if s["mode"] != "temporal" or "log10_ratio" not in s:
+        return f"mode {s['mode']}"
+    return (f"mode temporal: prior weight 10^{s['log10_ratio']:g} (most likely on the data), keypoint noise "
+            f"{s['noise_sd_mm']:.3f} mm; joint HF RMS above {m['hf_cutoff_hz']:g} Hz {m['joint_hf_rms_deg']['all']:.3f} deg"
+            + (" (at the grid's edge: widen stac.temporal.log10_ratio)" if s["grid_edge"] else ""))

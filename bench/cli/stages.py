@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from bench.cli.common import SettingsPath, StatePath, clear_errors, input_option, output_option, params_option
+from bench.cli.common import (SettingsPath, StatePath, clear_errors, input_option, output_option, params_option,
+                              solve_line)
 
 rollouts_input = input_option("--rollouts", "Rollout files, one <weight>.h5 per weight.", file_okay=False)
 weights_option = click.option("--weights", default=None,
@@ -54,11 +55,7 @@ def register_cmd(prepared, out, metrics, params_path):
         click.echo(f"against the truth: joint RMSE {m['truth']['joint_rmse_deg']:.2f} deg, "
                    f"velocity RMSE {m['truth']['joint_velocity_rmse_deg_s']:.0f} deg/s, "
                    f"offset error {m['truth']['offset_error_mm']:.3f} mm")
-    s = m["solve"]
-    if "log10_ratio" in s:
-        click.echo(f"temporal prior: weight 10^{s['log10_ratio']:g} (most likely on the data), keypoint noise "
-                   f"{s['noise_sd_mm']:.3f} mm" + (" -- at the grid's edge: widen stac.temporal.log10_ratio"
-                                                   if s["grid_edge"] else ""))
+    click.echo(solve_line(m))
 
 
 @click.command("train")

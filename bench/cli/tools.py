@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from bench.cli.common import clear_errors, params_option
+from bench.cli.common import clear_errors, params_option, solve_line
 from mimic_core.errors import DataError
 
 KEYPOINT_FORMATS = ["stac_h5", "sleap_anipose_h5", "anipose_csv"]
@@ -78,15 +78,6 @@ def _load_with_mode(params_path: str, mode: str | None) -> dict:
     return params
 
 
-def _solve_line(m: dict) -> str:
-    s = m["solve"]
-    if s["mode"] != "temporal" or "log10_ratio" not in s:
-        return f"mode {s['mode']}"
-    return (f"mode temporal: prior weight 10^{s['log10_ratio']:g} (most likely on the data), keypoint noise "
-            f"{s['noise_sd_mm']:.3f} mm; joint HF RMS above {m['hf_cutoff_hz']:g} Hz {m['joint_hf_rms_deg']['all']:.3f} deg"
-            + (" (at the grid's edge: widen stac.temporal.log10_ratio)" if s["grid_edge"] else ""))
-
-
 @click.command("register-clip")
 @click.option("--keypoints", "keypoints_path", required=True, type=click.Path(dir_okay=False),
               help="The clip's keypoints (any supported format).")
@@ -112,7 +103,7 @@ def register_clip_cmd(keypoints_path, out_path, fmt, units, fps, names, model_xm
     e = m["keypoint_error_mm"]
     click.echo(f"{Path(keypoints_path).stem}: keypoint error mean {e['mean']:.3f} mm, median {e['median']:.3f} mm "
                f"({_per_keypoint(e)}) -> {out_path}")
-    click.echo(f"  {_solve_line(m)}")
+    click.echo(f"  {solve_line(m)}")
 
 
 @click.command("register-clips")
@@ -135,7 +126,7 @@ def register_clips_cmd(pattern, fmt, units, fps, label, out_dir, metrics_path, m
     e = m["keypoint_error_mm"]
     click.echo(f"registered {m['n_clips']} clips ({label}): mean {e['mean']:.3f} mm, median {e['median']:.3f} mm "
                f"({_per_keypoint(e)})")
-    click.echo(f"  {_solve_line(m)}")
+    click.echo(f"  {solve_line(m)}")
     if "original" in m:
         click.echo(f"  the files' own qpos (the original tool): joint HF RMS {m['original']['joint_hf_rms_deg']['all']:.3f} deg")
 

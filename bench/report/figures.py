@@ -21,7 +21,6 @@ from mimic_core.config import (Float, NonNegFloat, PosInt, ReportSection, Sectio
 from mimic_core.errors import ParamsError
 
 FIGURES_FILE = Path(__file__).resolve().parents[1] / "paper_figures.yaml"   # the packaged copy
-RULES = ("lower", "higher", "below", "within", "range")
 Pair = Annotated[list[Float], Field(min_length=2, max_length=2), AfterValidator(_ordered), AfterValidator(tuple)]
 
 

@@ -62,14 +62,15 @@ def register_glob(params: Mapping[str, Any], pattern: str, units: str, fps: floa
     cfg, off0 = stac_settings(params)
     clips = [f.stem for f in files]
     reg = register_clips(fm, x, clips, fm.keypoint_names, fps, cfg, off0, source=pattern, log=log)
-    metrics = registration_metrics(reg, label, fm.joint_names, hf_cutoff_hz=hf_cutoff(params))
+    cutoff = hf_cutoff(params)
+    metrics = registration_metrics(reg, label, fm.joint_names, hf_cutoff_hz=cutoff)
     fmt = fmt or loaders.detect_format(files[0])
     metrics["source"] = {"glob": pattern, "format": fmt, "units": units}
     if fmt == "stac_h5":   # the original tool's own registration, stored in the files: its HF content beside ours
         from mimic_core import artifacts
 
         original = np.stack([artifacts.read_registered(f).qpos for f in files])
-        metrics["original"] = {"joint_hf_rms_deg": highpass_rms_deg(original, fps, hf_cutoff(params), fm.joint_names)}
+        metrics["original"] = {"joint_hf_rms_deg": highpass_rms_deg(original, fps, cutoff, fm.joint_names)}
     if out_dir:
         write_registrations(Path(out_dir), reg, fm, params, label)
     write_json(metrics_path, metrics)

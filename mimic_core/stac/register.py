@@ -115,8 +115,9 @@ def solve_temporal(fm: ForelimbModel, cfg: StacConfig, fps: float, keypoints: np
         y = jnp.asarray(np.where(valid[..., None], keypoints, 0.0) * MM, jnp.float64)
         off0 = jnp.broadcast_to(jnp.asarray(offsets0_m * MM, jnp.float64), offsets.shape)
         out = run(jnp.asarray(qpos, jnp.float64), jnp.asarray(offsets * MM, jnp.float64), y, jnp.asarray(valid), off0)
-        q, qd, off, tried, ll, sigma, best = (np.asarray(a) for a in out)
-    b = int(np.argmax(ll))
+        q, qd, off, tried, ll, sigma = (np.asarray(a) for a in out)
+    b = int(np.argmax(ll))   # the ratio whose solution the solver returned
+    best = tried[b]
     lo, hi = cfg.temporal.log10_ratio
     info = {"log10_ratio": float(best), "noise_sd_mm": float(sigma[b]),
             "grid_edge": bool(np.isclose(best, lo) or np.isclose(best, hi)),
@@ -206,15 +207,23 @@ def cramer_rao_joint_rmse_deg(fm: ForelimbModel, truth_dir: Path, clips: Sequenc
             "keypoint_noise_mm": sigma_mm}
 
 
+def _rms_deg(x: np.ndarray) -> float:
+    """RMS of angles (or angular velocities) in rad, in degrees."""
+    return float(np.degrees(np.sqrt(np.mean(x ** 2))))
+
+
+def _rms_deg_per_joint(x: np.ndarray, joint_names: Sequence[str]) -> dict[str, float]:
+    return {name: _rms_deg(x[..., j]) for j, name in enumerate(joint_names)}
+
+
 def highpass_rms_deg(q: np.ndarray, fps: float, cutoff_hz: float, joint_names: Sequence[str]) -> dict[str, float]:
     """RMS (deg) of joint angles (clips, frames, nq) above `cutoff_hz`: a 4th-order Butterworth high-pass run
     forward and back along each clip; overall and per joint."""
     from scipy import signal
 
     sos = signal.butter(4, cutoff_hz, btype="highpass", fs=fps, output="sos")
-    hf = np.degrees(signal.sosfiltfilt(sos, np.asarray(q, np.float64), axis=1))
-    return {"all": float(np.sqrt(np.mean(hf ** 2))),
-            **{n: float(np.sqrt(np.mean(hf[..., j] ** 2))) for j, n in enumerate(joint_names)}}
+    hf = signal.sosfiltfilt(sos, np.asarray(q, np.float64), axis=1)
+    return {"all": _rms_deg(hf), **_rms_deg_per_joint(hf, joint_names)}
 
 
 def registration_metrics(reg: Registration, label: str, joint_names: Sequence[str], *, hf_cutoff_hz: float,
@@ -245,13 +254,11 @@ def registration_metrics(reg: Registration, label: str, joint_names: Sequence[st
         dq, dv = np.concatenate(dq), np.concatenate(dv)
         bound = cramer_rao_joint_rmse_deg(fm, Path(truth_dir), reg.clip_names) if fm is not None else None
         out["truth"] = {
-            "joint_rmse_deg": float(np.degrees(np.sqrt(np.mean(dq ** 2)))),
-            "joint_velocity_rmse_deg_s": float(np.degrees(np.sqrt(np.mean(dv ** 2)))),
-            "joint_velocity_rmse_deg_s_per_joint": {name: float(np.degrees(np.sqrt(np.mean(dv[:, j] ** 2))))
-                                                    for j, name in enumerate(joint_names)},
+            "joint_rmse_deg": _rms_deg(dq),
+            "joint_velocity_rmse_deg_s": _rms_deg(dv),
+            "joint_velocity_rmse_deg_s_per_joint": _rms_deg_per_joint(dv, joint_names),
             "joint_hf_rms_deg": hf_err,
-            "joint_rmse_deg_per_joint": {name: float(np.degrees(np.sqrt(np.mean(dq[:, j] ** 2))))
-                                         for j, name in enumerate(joint_names)},
+            "joint_rmse_deg_per_joint": _rms_deg_per_joint(dq, joint_names),
             "offset_error_mm": float(np.mean(doff)),
             "offset_error_mm_per_keypoint": {k: float(np.mean(np.stack(doff)[:, i]))
                                              for i, k in enumerate(reg.kp_names)},

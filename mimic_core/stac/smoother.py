@@ -50,6 +50,7 @@ class Prior(NamedTuple):
     P0: np.ndarray     # (n, n) diffuse start covariance (sigma = 1 units)
     nq: int
     order: int
+    dt: float          # s between frames
 
 
 def wiener_prior(order: int, dt: float, nq: int) -> Prior:
@@ -60,7 +61,7 @@ def wiener_prior(order: int, dt: float, nq: int) -> Prior:
                     for j in range(k)] for i in range(k)])
     P1 = np.diag([(DIFFUSE_RAD / dt ** i) ** 2 for i in range(k)])
     eye = np.eye(nq)
-    return Prior(np.kron(F1, eye), np.kron(Q1, eye), np.kron(P1, eye), nq, k)
+    return Prior(np.kron(F1, eye), np.kron(Q1, eye), np.kron(P1, eye), nq, k, dt)
 
 
 class Pass(NamedTuple):
@@ -151,9 +152,8 @@ def smooth_clip(kin: Kinematics, prior: Prior, q_init, off_init, y_mm, mask, off
         return map_cost(kin, prior, Q_inv, x, off, y_mm, mask, offsets0_mm, ratio, offset_var)
 
     # the start: the per-frame angles with their finite-difference velocity, higher derivatives zero
-    fps = 1.0 / prior.F[0, nq]
     x0 = jnp.zeros((q_init.shape[0], prior.order * nq), dt).at[:, :nq].set(q_init)
-    x0 = x0.at[:, nq:2 * nq].set(jnp.gradient(q_init, axis=0) * fps)
+    x0 = x0.at[:, nq:2 * nq].set(jnp.gradient(q_init, axis=0) * (1.0 / prior.dt))
 
     def step(_, carry):
         x, off, c, mu = carry
@@ -194,7 +194,7 @@ def make_temporal(kin: Kinematics, prior: Prior, log10_range, coarse_step: float
     `fine_step` around the best of it; each point is a full solve of every clip (vmapped), scored by the
     pooled profile likelihood. `offset_reg` (frame-equivalents, as in the per-frame offset fit) sets the
     offsets' prior variance, sigma^2 / offset_reg. Returns (q, qd, offsets mm, the log10 ratios tried, their
-    log-likelihoods, their sigma (mm), the chosen log10 ratio)."""
+    log-likelihoods, their sigma (mm)); the solution is that of the first most likely ratio."""
     coarse, fine = search_grid(log10_range, coarse_step, fine_step)
     nq = prior.nq
     offset_var = 1.0 / offset_reg if offset_reg > 0 else DIFFUSE_RAD ** 2
@@ -217,7 +217,7 @@ def make_temporal(kin: Kinematics, prior: Prior, log10_range, coarse_step: float
         best = jnp.argmax(ll)
         x = jnp.concatenate([grid1.x, grid2.x])[best]
         off = jnp.concatenate([grid1.offsets, grid2.offsets])[best]
-        return x[..., :nq], x[..., nq:2 * nq], off, log10s, ll, sigma, log10s[best]
+        return x[..., :nq], x[..., nq:2 * nq], off, log10s, ll, sigma
 
     return run
 
