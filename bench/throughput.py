@@ -364,7 +364,8 @@ def measure_train(s: Setup, n: int) -> dict:
     from mimic_core.track.train import make_train
 
     mb = minibatches_for(n, s.cfg.ppo.num_minibatches, s.n_devices)
-    cfg = s.cfg.replace(ppo=dataclasses.replace(s.cfg.ppo, num_envs=n, num_minibatches=mb))
+    # one unroll of every env per update (batch_size * minibatches = num_envs)
+    cfg = s.cfg.replace(ppo=dataclasses.replace(s.cfg.ppo, num_envs=n, num_minibatches=mb, batch_size=n // mb))
     with jax.default_device(s.devices[0]):
         trainer = make_train(cfg, s.env, s.mesh)
         ts = [jax.block_until_ready(trainer.jit_init(jax.random.PRNGKey(s.seed)))]

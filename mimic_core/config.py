@@ -376,8 +376,19 @@ class EnvConfig:
     joint_scale: PosFloat         # alpha_joint, in 1/rad^2
     ctrl_diff_weight: NonNegFloat  # cost on the change of the controls between steps
     energy_weight: NonNegFloat    # lambda_energy, on sum |actuator velocity| * |actuator force|
-    termination_error_deg: PosFloat  # end the episode when the RMS joint error passes this
+    termination_error_deg: PosFloat | None  # end the episode when the RMS joint error passes this (null: on NaN only)
     init_activation: Fraction     # muscle activation at reset
+    action_mapping: Literal["affine", "clamp"]   # affine: u = (a + 1) / 2; clamp: u = clip(a, 0, 1) (the original)
+    energy: Literal["muscle", "joint"]   # muscle: sum |v_m| |f_m|; joint: sum |qvel| |qfrc_actuator| (the original)
+    energy_cap: PosFloat | None   # the energy term is capped at this (null: no cap)
+    reset_velocity: Literal["reference", "zero"]   # joint velocities at reset: the reference's, or zero (the original)
+    proprio: Annotated[tuple[Literal["qpos", "qvel", "qvel_dt", "act", "qfrc_actuator", "end_effector"], ...],
+                       BeforeValidator(_as_tuple), Field(min_length=1)]   # proprioception, in this order
+    end_effector_body: Str        # the body whose position `end_effector` observes
+
+    def __post_init__(self):
+        if len(set(self.proprio)) != len(self.proprio):
+            raise Invalid("proprio", f"{list(self.proprio)} names a feature twice")
 
 
 @dataclass(frozen=True)
@@ -391,6 +402,10 @@ class NetworkConfig:
     min_std: PosFloat             # floor of the action std (pre-tanh)
     init_std: PosFloat            # action std (pre-tanh) of the untrained policy
     intention_init_logvar: Float  # log-variance of the untrained intention (0: N(mean, I))
+    kl_prior: Literal["standard", "autoregressive"]   # N(0, I), or N(ar_coef z_{t-1}, ar_var I) (the original)
+    kl_reduce: Literal["sum", "mean"]   # over the intention's dimensions (the original: mean)
+    ar_coef: Fraction             # of the autoregressive prior
+    ar_var: PosFloat              # its step variance (0.0975 = 1 - 0.95^2: stationary variance 1)
 
     def __post_init__(self):
         if not self.init_std > self.min_std:
@@ -406,6 +421,7 @@ class PPOConfig:
     num_envs: PosInt
     unroll_length: PosInt
     num_minibatches: PosInt
+    batch_size: PosInt            # sequences per minibatch; an update uses batch_size * num_minibatches sequences
     update_epochs: PosInt
     learning_rate: PosFloat
     max_grad_norm: PosFloat
@@ -420,8 +436,14 @@ class PPOConfig:
     checkpoint_every: PosInt      # iterations between checkpoints
 
     def __post_init__(self):
-        if self.num_envs % self.num_minibatches:
-            raise Invalid("num_envs", f"{self.num_envs} is not a multiple of num_minibatches ({self.num_minibatches})")
+        if (self.batch_size * self.num_minibatches) % self.num_envs:
+            raise Invalid("batch_size", f"batch_size * num_minibatches = {self.batch_size * self.num_minibatches} "
+                          f"sequences per update is not a multiple of num_envs ({self.num_envs})")
+
+    @property
+    def unrolls_per_update(self) -> int:
+        """Unrolls of all envs collected for one update (brax's batch structure)."""
+        return self.batch_size * self.num_minibatches // self.num_envs
 
 
 @dataclass(frozen=True)
@@ -445,7 +467,7 @@ class TrackConfig:
     @property
     def iterations(self) -> int:
         """PPO iterations that reach the step budget (at least one)."""
-        per_iter = self.ppo.num_envs * self.ppo.unroll_length
+        per_iter = self.ppo.num_envs * self.ppo.unroll_length * self.ppo.unrolls_per_update
         return max(1, -(-self.ppo.total_env_steps // per_iter))
 
     def replace(self, **kw) -> "TrackConfig":

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_TRACK = {
     "env": {"episode_frames": 8, "obs_ref_frames": 2, "joint_scale": 20.0},
     "network": {"hidden": [16, 16], "intention_size": 2},
-    "ppo": {"num_envs": 8, "unroll_length": 4, "num_minibatches": 2, "update_epochs": 1, "total_env_steps": 96},
+    "ppo": {"num_envs": 8, "unroll_length": 4, "num_minibatches": 2, "batch_size": 4, "update_epochs": 1, "total_env_steps": 96},
 }
 
 

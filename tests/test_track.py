@@ -40,7 +40,7 @@ TINY = {**_REPO["track"],
                 "ctrl_diff_weight": 0.05, "energy_weight": 0.2, "termination_error_deg": 30.0},
         "network": {**_REPO["track"]["network"], "hidden": [16, 16], "intention_size": 2,
                     "kl_warmup_fraction": 0.5, "intention_init_logvar": 0.0},
-        "ppo": {**_REPO["track"]["ppo"], "num_envs": 8, "unroll_length": 4, "num_minibatches": 2,
+        "ppo": {**_REPO["track"]["ppo"], "num_envs": 8, "unroll_length": 4, "num_minibatches": 2, "batch_size": 4,
                 "update_epochs": 2, "total_env_steps": 96, "learning_rate": 1e-3, "checkpoint_every": 1},
         "ctrl_cost_weights": [0, 0.15], "profile": "cpu", "profiles": {}}
 
@@ -123,7 +123,7 @@ def test_unknown_and_mistyped_keys_are_named():
 
 
 def test_profile_overrides_merge_over_the_base():
-    t = {**copy.deepcopy(TINY), "profile": "paper", "profiles": {"paper": {"ppo": {"num_envs": 4096}}}}
+    t = {**copy.deepcopy(TINY), "profile": "paper", "profiles": {"paper": {"ppo": {"num_envs": 4096, "batch_size": 2048}}}}
     c = track_config(t)
     assert c.ppo.num_envs == 4096 and c.ppo.unroll_length == TINY["ppo"]["unroll_length"]
     with pytest.raises(ParamsError, match="not defined"):
@@ -138,14 +138,15 @@ def test_the_repository_params_build_both_profiles():
     paper = track_config({**params["track"], "profile": "paper"}, 0.15)
     assert cpu.network.hidden == paper.network.hidden == (512, 512, 512)
     assert paper.ppo.num_envs == 4096 and paper.ppo.total_env_steps == 40_000_000
-    for c in (cpu, paper):
-        assert abs(c.physics.timestep * c.physics.substeps - 1 / 200) < 1e-12
+    # control at the reference rate (cpu), at twice it with each frame held two steps (paper: the original)
+    assert abs(cpu.physics.timestep * cpu.physics.substeps - 1 / 200) < 1e-12
+    assert abs(paper.physics.timestep * paper.physics.substeps - 1 / 400) < 1e-12
     assert [weight_key(w) for w in params["track"]["ctrl_cost_weights"]][:3] == ["0", "0.1", "0.15"]
 
 
 def test_control_step_must_match_the_reference_rate(fm, clips, cfg):
     physics = dataclasses.replace(cfg.physics, timestep=0.002, substeps=2)
-    with pytest.raises(ParamsError, match="reference rate"):
+    with pytest.raises(ParamsError, match=r"'track\.physics\.timestep'.*divide the reference frame interval"):
         ImitationEnv(fm.model, clips, cfg.env, physics, 0.0)
 
 
@@ -229,7 +230,8 @@ def test_gae_by_hand():
     term = np.zeros((T, B)); term[2, 0] = 1
     trunc = np.zeros((T, B)); trunc[3, 1] = 1
     boot = rng.normal(size=B)
-    batch = Transition(None, None, None, None, jnp.asarray(v), jnp.asarray(r), jnp.asarray(term), jnp.asarray(trunc))
+    batch = Transition(None, None, None, None, jnp.asarray(v), jnp.asarray(r), jnp.asarray(term), jnp.asarray(trunc),
+                       None)
     targets, adv = gae(batch, jnp.asarray(boot), dataclasses.replace(track_config(TINY).ppo, discount=g, gae_lambda=lam))
     # By hand: delta_t = r_t + g (1 - term_t) v_{t+1} - v_t; A_t = delta_t + g lam (1 - term_t) A_{t+1};
     # a truncated step contributes nothing and cuts the recursion.

@@ -57,16 +57,25 @@ class ImitationEnv:
 
     def __init__(self, model: mujoco.MjModel, clips: ReferenceClips, env: EnvConfig, physics: PhysicsConfig,
                  ctrl_cost_weight: float):
-        window = env.episode_frames + env.obs_ref_frames
+        control_dt = physics.timestep * physics.substeps
+        hold = 1.0 / (control_dt * clips.fps)
+        if hold < 1 - 1e-6 or abs(hold - round(hold)) > 1e-6:
+            raise ParamsError(f"params.yaml: 'track.physics.timestep' * substeps = {control_dt:g} s must divide the "
+                              f"reference frame interval 1/{clips.fps:g} s = {1 / clips.fps:g} s (control at a whole "
+                              "multiple of the reference rate)")
+        self.hold = int(round(hold))   # control steps per reference frame (the original: 2, at 400 Hz)
+        self.episode_ref_frames = -(-env.episode_frames // self.hold)
+        window = self.episode_ref_frames + env.obs_ref_frames
         if clips.n_frames < window + 1:
             raise DataError(None, "qpos", f"clips have {clips.n_frames} frames; the reference window needs at "
-                            f"least track.env.episode_frames + track.env.obs_ref_frames + 1 = {window + 1}")
-        control_dt = physics.timestep * physics.substeps
-        if abs(control_dt * clips.fps - 1.0) > 1e-6:
-            raise ParamsError(f"params.yaml: track.physics.timestep * substeps = {control_dt:g} s, but control "
-                              f"runs at the reference rate, 1/{clips.fps:g} Hz = {1 / clips.fps:g} s")
+                            f"least ceil(track.env.episode_frames / {self.hold}) + track.env.obs_ref_frames + 1 "
+                            f"= {window + 1}")
         if model.nu == 0 or model.na != model.nu:
             raise ParamsError("the model needs muscle actuators with activation state (one per actuator)")
+        self.ee_body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, env.end_effector_body)
+        if "end_effector" in env.proprio and self.ee_body < 0:
+            raise ParamsError(f"params.yaml: 'track.env.end_effector_body': {env.end_effector_body!r} is not a body "
+                              "of the model")
         self.mj_model = physics_model(model, physics)
         self.mx = mjx.put_model(self.mj_model)
         self.cfg = env
@@ -83,63 +92,92 @@ class ImitationEnv:
 
     @property
     def observation_size(self) -> dict[str, int]:
-        nq, na = self.mj_model.nq, self.mj_model.na
-        return {"reference": self.cfg.obs_ref_frames * nq, "proprio": 2 * nq + na}
+        m = self.mj_model
+        sizes = {"qpos": m.nq, "qvel": m.nv, "qvel_dt": m.nv, "act": m.na, "qfrc_actuator": m.nv, "end_effector": 3}
+        return {"reference": self.cfg.obs_ref_frames * m.nq, "proprio": sum(sizes[f] for f in self.cfg.proprio)}
 
     # -- episodes ---------------------------------------------------------------------------
     def reset_to(self, clip: jax.Array, frame: jax.Array, rng: jax.Array) -> State:
         """Start at the reference pose of `clip` at `frame`, muscles at the initial activation."""
-        d = self._data0.replace(
-            qpos=self.ref.qpos[clip, frame], qvel=self.ref.qvel[clip, frame],
-            act=jnp.full((self.mj_model.na,), self.cfg.init_activation, jnp.float32))
-        info = {"clip": clip, "frame": frame, "steps": jnp.zeros((), jnp.int32), "rng": rng,
-                "prev_ctrl": jnp.zeros(self.mj_model.nu), "truncation": jnp.zeros(())}
+        qvel = self.ref.qvel[clip, frame]
+        if self.cfg.reset_velocity == "zero":
+            qvel = jnp.zeros_like(qvel)
+        d = self._data0.replace(qpos=self.ref.qpos[clip, frame], qvel=qvel,
+                                act=jnp.full((self.mj_model.na,), self.cfg.init_activation, jnp.float32))
+        if {"qfrc_actuator", "end_effector"} & set(self.cfg.proprio):
+            d = mjx.forward(self.mx, d)   # actuator forces and body positions of the first observation
+        info = {"clip": clip, "frame": frame, "start": frame, "steps": jnp.zeros((), jnp.int32), "rng": rng,
+                "prev_ctrl": jnp.zeros(self.mj_model.nu), "prev_action": jnp.zeros(self.mj_model.nu),
+                "truncation": jnp.zeros(())}
         zero = jnp.zeros(())
         metrics = {**{f"reward_{k}": zero for k in REWARD_TERMS}, "joint_error_deg": zero}
-        return State(d, self._obs(d, clip, frame), zero, zero, metrics, info)
+        return State(d, self._obs(d, clip, frame, jnp.zeros((), jnp.int32)), zero, zero, metrics, info)
 
     def reset(self, rng: jax.Array) -> State:
         """A random clip and start frame, from the data (no hard-coded counts)."""
         rng, k1, k2 = jax.random.split(rng, 3)
         clip = jax.random.randint(k1, (), 0, self.n_clips)
-        last_start = self.n_frames - 1 - self.cfg.episode_frames - self.cfg.obs_ref_frames
+        last_start = self.n_frames - 1 - self.episode_ref_frames - self.cfg.obs_ref_frames
         frame = jax.random.randint(k2, (), 0, last_start + 1)
         return self.reset_to(clip, frame, rng)
 
+    def controls(self, action: jax.Array) -> jax.Array:
+        """Muscle controls in [0, 1] from a policy action in [-1, 1]."""
+        a = jnp.clip(action, -1.0, 1.0)
+        return 0.5 * (a + 1.0) if self.cfg.action_mapping == "affine" else jnp.clip(a, 0.0, 1.0)
+
+    def energy(self, d: mjx.Data) -> jax.Array:
+        """The energy term (before its weight): muscle or joint space, capped if set."""
+        if self.cfg.energy == "muscle":
+            e = jnp.sum(jnp.abs(actuator_velocity(d)) * jnp.abs(d.actuator_force))
+        else:
+            e = jnp.sum(jnp.abs(d.qvel) * jnp.abs(d.qfrc_actuator))
+        return e if self.cfg.energy_cap is None else jnp.minimum(e, self.cfg.energy_cap)
+
     def step(self, state: State, action: jax.Array) -> State:
-        """One control step (substeps of physics); `action` in [-1, 1] maps to controls in [0, 1]."""
-        ctrl = 0.5 * (jnp.clip(action, -1.0, 1.0) + 1.0)
+        """One control step (substeps of physics). Each reference frame is the target of `hold` control steps;
+        the control cost is charged on the action as the policy gave it (in [-1, 1]) under `clamp`, on the
+        control under `affine`."""
+        ctrl = self.controls(action)
+        charged = jnp.clip(action, -1.0, 1.0) if self.cfg.action_mapping == "clamp" else ctrl
         d = state.pipeline_state.replace(ctrl=ctrl)
         d = jax.lax.fori_loop(0, self.substeps, lambda _, d: mjx.step(self.mx, d), d)
         info = state.info
-        clip, frame = info["clip"], info["frame"] + 1
+        steps = info["steps"] + 1
+        clip, frame = info["clip"], info["start"] + (steps + self.hold - 1) // self.hold
         err = d.qpos - self.ref.qpos[clip, frame]
         sq = jnp.sum(err ** 2)
         terms = {
             "joint": self.cfg.joint_weight * jnp.exp(-self.cfg.joint_scale * sq),
-            "ctrl": -self.ctrl_cost_weight * jnp.sum(ctrl ** 2),
-            "ctrl_diff": -self.cfg.ctrl_diff_weight * jnp.sum((ctrl - info["prev_ctrl"]) ** 2),
-            "energy": -self.cfg.energy_weight * jnp.sum(jnp.abs(actuator_velocity(d)) * jnp.abs(d.actuator_force)),
+            "ctrl": -self.ctrl_cost_weight * jnp.sum(charged ** 2),
+            "ctrl_diff": -self.cfg.ctrl_diff_weight * jnp.sum((charged - info["prev_action"]) ** 2),
+            "energy": -self.cfg.energy_weight * self.energy(d),
         }
         reward = sum(terms.values())
         rms_deg = jnp.degrees(jnp.sqrt(sq / err.shape[0]))
-        steps = info["steps"] + 1
         diverged = ~jnp.all(jnp.isfinite(d.qpos))
-        terminated = (rms_deg > self.cfg.termination_error_deg) | diverged
+        terminated = diverged
+        if self.cfg.termination_error_deg is not None:
+            terminated = terminated | (rms_deg > self.cfg.termination_error_deg)
         truncated = (steps >= self.cfg.episode_frames) & ~terminated
         reward = jnp.where(diverged, 0.0, reward)
-        info = {**info, "frame": frame, "steps": steps, "prev_ctrl": ctrl, "truncation": truncated.astype(jnp.float32)}
+        info = {**info, "frame": frame, "steps": steps, "prev_ctrl": ctrl, "prev_action": charged,
+                "truncation": truncated.astype(jnp.float32)}
         metrics = {**{f"reward_{k}": v for k, v in terms.items()}, "joint_error_deg": rms_deg}
         done = (terminated | truncated).astype(jnp.float32)
-        return state.replace(pipeline_state=d, obs=self._obs(d, clip, frame), reward=reward, done=done,
-                             metrics=metrics, info=info)
+        return state.replace(pipeline_state=d, obs=self._obs(d, clip, info["start"], steps), reward=reward,
+                             done=done, metrics=metrics, info=info)
 
     # -- observation ------------------------------------------------------------------------
-    def _obs(self, d: mjx.Data, clip: jax.Array, frame: jax.Array) -> dict[str, jax.Array]:
-        """Proprioception, and the next reference frames relative to the current pose."""
-        idx = jnp.minimum(frame + 1 + jnp.arange(self.cfg.obs_ref_frames), self.n_frames - 1)
+    def _obs(self, d: mjx.Data, clip: jax.Array, start: jax.Array, steps: jax.Array) -> dict[str, jax.Array]:
+        """Proprioception, and the reference frames from the next step's target on, relative to the pose."""
+        target = start + (steps + self.hold) // self.hold
+        idx = jnp.minimum(target + jnp.arange(self.cfg.obs_ref_frames), self.n_frames - 1)
         future = self.ref.qpos[clip, idx] - d.qpos[None, :]
-        proprio = jnp.concatenate([d.qpos, d.qvel * self.dt, d.act])
+        features = {"qpos": lambda: d.qpos, "qvel": lambda: d.qvel, "qvel_dt": lambda: d.qvel * self.dt,
+                    "act": lambda: d.act, "qfrc_actuator": lambda: d.qfrc_actuator,
+                    "end_effector": lambda: d.xpos[self.ee_body]}
+        proprio = jnp.concatenate([features[f]() for f in self.cfg.proprio])
         return {"reference": future.reshape(-1), "proprio": proprio}
 
 
@@ -170,7 +208,8 @@ class AutoReset:
 
         pipeline = jax.tree_util.tree_map(pick, fresh.pipeline_state, nxt.pipeline_state)
         obs = jax.tree_util.tree_map(pick, fresh.obs, nxt.obs)
-        info = {k: pick(fresh.info[k], nxt.info[k]) for k in ("clip", "frame", "steps", "prev_ctrl")}
+        info = {k: pick(fresh.info[k], nxt.info[k]) for k in ("clip", "frame", "start", "steps", "prev_ctrl",
+                                                              "prev_action")}
         info = {**nxt.info, **info, "rng": rng}
         return nxt.replace(pipeline_state=pipeline, obs=obs, info=info)
 

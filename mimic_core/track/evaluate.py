@@ -1,7 +1,8 @@
 """Deterministic rollouts of trained policies over every clip, and their tracking metrics.
 
 The policy acts with its mean action under the mean intention (no sampling), from each clip's
-first frame to its last, without early termination. Keypoints are scored with the clip's
+first frame to its last, without early termination; records are kept at the reference rate (the
+last control step of each frame where control runs faster). Keypoints are scored with the clip's
 registered offsets, against the reference's own keypoint sites.
 """
 from __future__ import annotations
@@ -55,7 +56,9 @@ def make_rollout(env: ImitationEnv, nets: Networks, normalize: bool):
                        **{f"decoder_layer_{i}": h for i, h in enumerate(layers)}}
                 return nxt, rec
 
-            _, recs = jax.lax.scan(step, s0, None, length=env.n_frames - 1)
+            _, recs = jax.lax.scan(step, s0, None, length=(env.n_frames - 1) * env.hold)
+            # at the reference rate: the state at the end of each frame's `hold` control steps
+            recs = jax.tree_util.tree_map(lambda x: x[env.hold - 1::env.hold], recs)
             return recs, s0.pipeline_state.act
 
         return jax.vmap(one_clip)(clips)

@@ -9,8 +9,8 @@ from brax.training.acme import running_statistics
 from brax.training.agents.ppo.losses import compute_gae
 from flax import struct
 
-from mimic_core.config import PPOConfig
-from mimic_core.track.networks import Networks, kl_to_standard_normal
+from mimic_core.config import NetworkConfig, PPOConfig
+from mimic_core.track.networks import Networks, kl_to_prior
 
 
 @struct.dataclass
@@ -25,6 +25,7 @@ class Transition:
     reward: jax.Array
     termination: jax.Array
     truncation: jax.Array
+    prev_z: jax.Array       # the intention of the step before (zeros at an episode's start), for the KL prior
 
 
 def normalize_obs(norm: running_statistics.RunningStatisticsState, obs: dict, enabled: bool) -> dict:
@@ -50,8 +51,8 @@ def gae(batch: Transition, bootstrap_value: jax.Array, cfg: PPOConfig):
 
 
 def ppo_loss(params: dict, nets: Networks, nobs: dict, batch: Transition, targets: jax.Array,
-             advantages: jax.Array, key: jax.Array, kl_weight: jax.Array, cfg: PPOConfig):
-    """Clipped surrogate + value loss - entropy bonus + beta * KL(intention || N(0, I))."""
+             advantages: jax.Array, key: jax.Array, kl_weight: jax.Array, cfg: PPOConfig, net_cfg: NetworkConfig):
+    """Clipped surrogate + value loss - entropy bonus + beta * KL(intention || prior)."""
     log_prob, dist_params, mean, logvar = action_log_prob(nets, params["policy"], nobs, batch.eps, batch.raw_action)
     if cfg.normalize_advantages:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -61,7 +62,7 @@ def ppo_loss(params: dict, nets: Networks, nobs: dict, batch: Transition, target
     value = nets.critic.apply(params["critic"], nobs["reference"], nobs["proprio"])
     value_loss = 0.5 * jnp.mean((targets - value) ** 2)
     entropy = jnp.mean(nets.dist.entropy(dist_params, key))
-    kl = jnp.mean(kl_to_standard_normal(mean, logvar))
+    kl = jnp.mean(kl_to_prior(mean, logvar, batch.prev_z, net_cfg))
     total = policy_loss + cfg.value_cost * value_loss - cfg.entropy_cost * entropy + kl_weight * kl
     return total, {"loss": total, "policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
                    "kl": kl, "kl_weight": kl_weight, "approx_kl": jnp.mean(batch.log_prob - log_prob),

@@ -78,6 +78,17 @@ def kl_to_standard_normal(mean: jax.Array, logvar: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(jnp.exp(logvar) + mean ** 2 - 1.0 - logvar, axis=-1)
 
 
+def kl_to_prior(mean: jax.Array, logvar: jax.Array, prev_z: jax.Array, cfg: NetworkConfig) -> jax.Array:
+    """KL of the intention to its prior: N(0, I), or the original's autoregressive N(ar_coef z_{t-1}, ar_var I)
+    (z_{t-1} = 0 at an episode's first step); summed or averaged over the intention's dimensions."""
+    if cfg.kl_prior == "standard":
+        per_dim = 0.5 * (jnp.exp(logvar) + mean ** 2 - 1.0 - logvar)
+    else:
+        pv = cfg.ar_var
+        per_dim = 0.5 * ((jnp.exp(logvar) + (mean - cfg.ar_coef * prev_z) ** 2) / pv - 1.0 - logvar + jnp.log(pv))
+    return jnp.sum(per_dim, axis=-1) if cfg.kl_reduce == "sum" else jnp.mean(per_dim, axis=-1)
+
+
 @dataclass(frozen=True)
 class Networks:
     """The policy and critic modules with the action distribution they share."""

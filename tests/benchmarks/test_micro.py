@@ -91,7 +91,7 @@ def ppo_iteration(fm, offsets_m):
 
     t = PARAMS["track"]
     track = {**t, "network": {**t["network"], "hidden": [32, 32]},
-             "ppo": {**t["ppo"], "num_envs": 16, "unroll_length": 10, "num_minibatches": 2, "update_epochs": 1,
+             "ppo": {**t["ppo"], "num_envs": 16, "unroll_length": 10, "num_minibatches": 2, "batch_size": 8, "update_epochs": 1,
                      "total_env_steps": 16 * 10 * 100}}
     cfg = track_config(track, 0.1)
     clips = synthetic_clips(fm, 4, N_FRAMES, FPS, offsets_m, seed=2)
