@@ -42,6 +42,11 @@ def paper_env(fm, paper_cfg):
     return ImitationEnv(fm.model, _clips(fm, n_clips=2), paper_cfg.env, paper_cfg.physics, 0.1)
 
 
+@pytest.fixture(scope="module")
+def paper_step(paper_env):
+    return jax.jit(paper_env.step)   # one compile of the RK4 + CG step for every test
+
+
 def test_the_paper_profile_is_the_original_setup():
     c = track_config({**_REPO["track"], "profile": "paper"}, 0.1)
     assert (c.physics.integrator, c.physics.solver, c.physics.substeps, c.physics.timestep) == ("rk4", "cg", 2, 0.00125)
@@ -54,11 +59,11 @@ def test_the_paper_profile_is_the_original_setup():
     assert c.ppo.unrolls_per_update == 2 and c.ppo.learning_rate == 1e-4
 
 
-def test_each_reference_frame_is_the_target_of_two_control_steps(paper_env):
+def test_each_reference_frame_is_the_target_of_two_control_steps(paper_env, paper_step):
     env = paper_env
     assert env.hold == 2
     s = env.reset_to(jnp.int32(1), jnp.int32(3), jax.random.PRNGKey(0))
-    frames, step = [], jax.jit(env.step)
+    frames, step = [], paper_step
     for _ in range(5):
         s = step(s, jnp.zeros(env.action_size))
         frames.append(int(s.info["frame"]))
@@ -68,12 +73,12 @@ def test_each_reference_frame_is_the_target_of_two_control_steps(paper_env):
                                np.asarray(env.ref.qpos[1, 6] - s.pipeline_state.qpos), atol=1e-6)
 
 
-def test_clamped_actions_are_off_below_zero_and_the_cost_is_on_the_action(paper_env):
+def test_clamped_actions_are_off_below_zero_and_the_cost_is_on_the_action(paper_env, paper_step):
     env = paper_env
     a = jnp.array([-1.0, -0.3, 0.0, 0.2, 0.5, 0.8, 1.0, 1.5, -2.0])
     np.testing.assert_allclose(np.asarray(env.controls(a)), [0, 0, 0, 0.2, 0.5, 0.8, 1, 1, 0], atol=1e-7)
     s = env.reset_to(jnp.int32(0), jnp.int32(0), jax.random.PRNGKey(0))
-    nxt = jax.jit(env.step)(s, a)
+    nxt = paper_step(s, a)
     np.testing.assert_allclose(float(nxt.metrics["reward_ctrl"]), -0.1 * float(jnp.sum(jnp.clip(a, -1, 1) ** 2)),
                                rtol=1e-6)
 
@@ -94,13 +99,13 @@ def test_joint_space_energy_is_capped(paper_env):
     assert float(env.energy(d)) == pytest.approx(2.0 * 1.75)
 
 
-def test_reset_is_at_rest_and_only_a_nan_ends_an_episode(paper_env):
+def test_reset_is_at_rest_and_only_a_nan_ends_an_episode(paper_env, paper_step):
     env = paper_env
     s = env.reset_to(jnp.int32(0), jnp.int32(2), jax.random.PRNGKey(0))
     assert float(jnp.abs(s.pipeline_state.qvel).max()) == 0.0
     # a pose far from the reference: no termination on error under termination_error_deg: null
     far = s.replace(pipeline_state=s.pipeline_state.replace(qpos=s.pipeline_state.qpos + 1.0))
-    nxt = jax.jit(env.step)(far, jnp.zeros(env.action_size))
+    nxt = paper_step(far, jnp.zeros(env.action_size))
     assert float(nxt.metrics["joint_error_deg"]) > 30 and float(nxt.done) == 0.0
 
 
