@@ -144,7 +144,7 @@ class ImitationEnv:
         d = jax.lax.fori_loop(0, self.substeps, lambda _, d: mjx.step(self.mx, d), d)
         info = state.info
         steps = info["steps"] + 1
-        clip, frame = info["clip"], info["start"] + (steps + self.hold - 1) // self.hold
+        clip, frame = info["clip"], self._target(info["start"], steps)
         err = d.qpos - self.ref.qpos[clip, frame]
         sq = jnp.sum(err ** 2)
         terms = {
@@ -168,11 +168,14 @@ class ImitationEnv:
         return state.replace(pipeline_state=d, obs=self._obs(d, clip, info["start"], steps), reward=reward,
                              done=done, metrics=metrics, info=info)
 
+    def _target(self, start: jax.Array, steps: jax.Array) -> jax.Array:
+        """The reference frame that control step `steps` (1, 2, ...) aims at: each frame is held `hold` steps."""
+        return start + (steps + self.hold - 1) // self.hold
+
     # -- observation ------------------------------------------------------------------------
     def _obs(self, d: mjx.Data, clip: jax.Array, start: jax.Array, steps: jax.Array) -> dict[str, jax.Array]:
         """Proprioception, and the reference frames from the next step's target on, relative to the pose."""
-        target = start + (steps + self.hold) // self.hold
-        idx = jnp.minimum(target + jnp.arange(self.cfg.obs_ref_frames), self.n_frames - 1)
+        idx = jnp.minimum(self._target(start, steps + 1) + jnp.arange(self.cfg.obs_ref_frames), self.n_frames - 1)
         future = self.ref.qpos[clip, idx] - d.qpos[None, :]
         features = {"qpos": lambda: d.qpos, "qvel": lambda: d.qvel, "qvel_dt": lambda: d.qvel * self.dt,
                     "act": lambda: d.act, "qfrc_actuator": lambda: d.qfrc_actuator,

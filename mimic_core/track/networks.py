@@ -73,19 +73,23 @@ class Critic(nn.Module):
         return v[..., 0]
 
 
+def _gaussian_kl(mean: jax.Array, logvar: jax.Array, prior_mean, prior_var) -> jax.Array:
+    """KL(N(mean, exp(logvar)) || N(prior_mean, prior_var)) per dimension."""
+    return 0.5 * ((jnp.exp(logvar) + (mean - prior_mean) ** 2) / prior_var - 1.0 - logvar + jnp.log(prior_var))
+
+
 def kl_to_standard_normal(mean: jax.Array, logvar: jax.Array) -> jax.Array:
     """KL(N(mean, exp(logvar)) || N(0, I)), summed over the intention dimensions."""
-    return 0.5 * jnp.sum(jnp.exp(logvar) + mean ** 2 - 1.0 - logvar, axis=-1)
+    return jnp.sum(_gaussian_kl(mean, logvar, 0.0, 1.0), axis=-1)
 
 
 def kl_to_prior(mean: jax.Array, logvar: jax.Array, prev_z: jax.Array, cfg: NetworkConfig) -> jax.Array:
     """KL of the intention to its prior: N(0, I), or the original's autoregressive N(ar_coef z_{t-1}, ar_var I)
     (z_{t-1} = 0 at an episode's first step); summed or averaged over the intention's dimensions."""
     if cfg.kl_prior == "standard":
-        per_dim = 0.5 * (jnp.exp(logvar) + mean ** 2 - 1.0 - logvar)
+        per_dim = _gaussian_kl(mean, logvar, 0.0, 1.0)
     else:
-        pv = cfg.ar_var
-        per_dim = 0.5 * ((jnp.exp(logvar) + (mean - cfg.ar_coef * prev_z) ** 2) / pv - 1.0 - logvar + jnp.log(pv))
+        per_dim = _gaussian_kl(mean, logvar, cfg.ar_coef * prev_z, cfg.ar_var)
     return jnp.sum(per_dim, axis=-1) if cfg.kl_reduce == "sum" else jnp.mean(per_dim, axis=-1)
 
 
