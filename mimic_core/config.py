@@ -136,6 +136,7 @@ Float = Annotated[float, Strict()]          # an integer is taken (and stored as
 PosFloat = Annotated[float, Strict(), Field(gt=0)]
 NonNegFloat = Annotated[float, Strict(), Field(ge=0)]
 Fraction = Annotated[float, Strict(), Field(ge=0, le=1)]
+ShareBelowOne = Annotated[float, Strict(), Field(ge=0, lt=1)]
 Str = Annotated[str, Strict()]
 Bool = Annotated[bool, Strict()]
 Vec3 = Annotated[list[Float], Field(min_length=3, max_length=3)]
@@ -424,6 +425,8 @@ class PPOConfig:
     batch_size: PosInt            # sequences per minibatch; an update uses batch_size * num_minibatches sequences
     update_epochs: PosInt
     learning_rate: PosFloat
+    lr_schedule: Literal["constant", "linear"]   # linear: annealed over training (the original: constant)
+    lr_final_fraction: Fraction   # linear: the learning rate at the last update, as a share of learning_rate
     max_grad_norm: PosFloat
     clip_eps: PosFloat
     discount: Fraction
@@ -463,6 +466,8 @@ class TrackConfig:
     ppo: PPOConfig
     evaluate: EvaluateConfig
     ctrl_cost_weight: float       # lambda_ctrl of this policy (one value of the sweep)
+    held_out_fraction: float      # share of the clips never trained on (chosen by `held_out_seed` from the names)
+    held_out_seed: int
 
     @property
     def iterations(self) -> int:
@@ -504,6 +509,8 @@ class TrackSection(Section):
     network: NetworkConfig
     ppo: PPOConfig
     evaluate: EvaluateConfig
+    held_out_fraction: ShareBelowOne   # the original's train_subset_ratio 0.8: 20% of the clips held out
+    held_out_seed: NonNegInt
     profiles: dict[Str, dict[Str, Any]]   # the overrides as written (each checked merged over the base)
 
     @model_validator(mode="wrap")
@@ -534,7 +541,8 @@ class TrackSection(Section):
 
     def policy(self, ctrl_cost_weight: float) -> TrackConfig:
         """The config of the policy of one weight of the sweep."""
-        return TrackConfig(self.physics, self.env, self.network, self.ppo, self.evaluate, float(ctrl_cost_weight))
+        return TrackConfig(self.physics, self.env, self.network, self.ppo, self.evaluate, float(ctrl_cost_weight),
+                           self.held_out_fraction, self.held_out_seed)
 
 
 def weight_key(w: Any) -> str:

@@ -94,6 +94,10 @@ def test_rules_first_match_wins_and_default_is_informational():
     ("joint_error_deg.mean", "lower"), ("joint_reward", "higher"), ("action_hf_power", "none"), ("energy", "none"),
     ("activation_mae", "lower"), ("rho", "higher"), ("steps_per_s", "higher"), ("env_steps_per_s", "higher"),
     ("simplex.rmse", "lower"), ("biceps_r", "higher"),
+    # tracking.json: a policy's held-out and truth errors gate; the baselines are data, not a policy
+    ("0.1.held_out.joint_error_deg", "lower"), ("0.1.held_out.truth.keypoint_error_mm.mean", "lower"),
+    ("baselines.mean_trajectory.held_out.joint_error_deg", "none"),
+    ("baselines.open_loop.train.truth.joint_error_deg_per_joint.elbow", "none"),
 ])
 def test_params_rules(key, better):
     assert rule_for(key, RULES).better == better

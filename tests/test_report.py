@@ -43,12 +43,39 @@ def registration(data: str, mean: float) -> dict:
                           "joint_rmse_deg_cramer_rao_bound": {"all": 5.07}}} if data == "synthetic" else {})}
 
 
+def tracking_part(mean: float, n: int, truth: bool) -> dict:
+    e = {"keypoint_error_mm": {"mean": mean, "median": mean, "p95": 2 * mean,
+                               "per_keypoint": {"Shoulder": 0.0, "Elbow": mean, "Wrist": mean},
+                               "scored_keypoints": ["Elbow", "Wrist"]},
+         "joint_error_deg": 4.0, "joint_error_deg_per_joint": {"sh_elv": 6.0, "elbow": 2.0},
+         "joint_reward": 3.0, "action_hf_power": 0.1, "energy": 1e-3, "n_clips": n}
+    if truth:
+        e["truth"] = {"keypoint_error_mm": {"mean": mean + 0.1}, "joint_error_deg": 3.0,
+                      "joint_error_deg_per_joint": {"sh_elv": 5.0, "elbow": 1.0}}
+        e["activation_mae"] = 0.05
+    return e
+
+
 def tracking_entry(data: str, mean: float) -> dict:
-    return {"keypoint_error_mm": {"mean": mean, "median": mean, "p95": 2 * mean,
-                                  "per_keypoint": {"Shoulder": 0.0, "Elbow": mean, "Wrist": mean},
-                                  "scored_keypoints": ["Elbow", "Wrist"]},
-            "joint_error_deg": 4.0, "joint_reward": 3.0, "action_hf_power": 0.1, "energy": 1e-3,
-            "activation_mae": 0.05, "data": data, "n_clips": 16, "env_steps_trained": 1000, "trained_on": "synthetic"}
+    truth = data == "synthetic"
+    return {"data": data, "n_clips": 16, "env_steps_trained": 1000, "trained_on": "synthetic",
+            "held_out_clips": ["c1", "c2", "c3"], "train": tracking_part(mean / 2, 13, truth),
+            "held_out": tracking_part(mean, 3, truth)}
+
+
+def baselines(data: str) -> dict:
+    truth = data == "synthetic"
+    mean_traj = {p: {**tracking_part(2.0, n, truth), "joint_error_deg_per_joint": {"sh_elv": 5.5, "elbow": 9.0}}
+                 for p, n in (("train", 13), ("held_out", 3))}
+    if truth:
+        for m in mean_traj.values():
+            m["truth"]["joint_error_deg_per_joint"] = {"sh_elv": 4.5, "elbow": 8.0}
+    out = {"mean_trajectory": mean_traj}
+    if truth:
+        out["reference"] = {p: {"n_clips": n, "truth": {"joint_error_deg": 3.8, "keypoint_error_mm": {"mean": 0.2},
+                                                        "joint_error_deg_per_joint": {"sh_elv": 4.0, "elbow": 2.0}}}
+                            for p, n in (("train", 13), ("held_out", 3))}
+    return out
 
 
 def edm_doc(src: Sources | None = None) -> dict:
@@ -105,8 +132,9 @@ def write_all(root: Path) -> Sources:
     src = sources_under(root)
     dump(src.registration, registration("synthetic", 0.27))
     dump(src.registration_real, registration("real", 0.60))                 # 0.60 > 0.56: misses
-    dump(src.tracking, {"0": tracking_entry("synthetic", 1.3), "0.1": tracking_entry("synthetic", 0.4)})
-    dump(src.tracking_real, {"0.1": tracking_entry("real", 0.8)})
+    dump(src.tracking, {"0": tracking_entry("synthetic", 1.3), "0.1": tracking_entry("synthetic", 0.4),
+                        "baselines": baselines("synthetic")})
+    dump(src.tracking_real, {"0.1": tracking_entry("real", 0.8), "baselines": baselines("real")})
     dump(src.latents, latents_doc())
     dump(src.throughput_dir / "cpu-1x-20250101T000000Z.json", throughput_doc("2025-01-01T00:00:00+00:00", 5e5))
     dump(src.throughput_dir / "cpu-1x-20250102T000000Z.json", throughput_doc("2025-01-02T00:00:00+00:00", 7e5))
@@ -210,7 +238,9 @@ def test_some_files_missing(tmp_path):
 
 
 @pytest.mark.parametrize("name, content, field", [
-    ("tracking", {"0.1": {"keypoint_error_mm": {"mean": "low"}, "data": "synthetic"}}, "0.1/keypoint_error_mm/mean"),
+    ("tracking", {"0.1": {"held_out": {"keypoint_error_mm": {"mean": "low"}}, "data": "synthetic"}},
+     "0.1/held_out/keypoint_error_mm/mean"),
+    ("tracking", {"0.1": {"keypoint_error_mm": {"mean": 0.5}, "data": "synthetic"}}, "0.1/held_out"),
     ("tracking", [1, 2], None),
     ("registration", {"data": "synthetic", "keypoint_error_mm": {"median": 0.3}}, "keypoint_error_mm/mean"),
     ("edm", {"data": "synthetic", "sim_biceps_from_joints": {"0.1": {"rho": "high"}}},
@@ -309,3 +339,38 @@ def test_report_settings_are_checked():
     del p["report"]
     with pytest.raises(ParamsError, match="'report': missing"):
         as_params(p)
+
+
+def test_tracking_section_scores_against_the_truth_and_shows_gains(full):
+    _, _, out = full
+    text = out["text"]
+    twin = text[text.index("### synthetic twin, held-out clips (3): error against the twin's truth"):]
+    twin = twin[:twin.index("### synthetic twin, train clips")]
+    # the policy's errors are its truth block's (sh_elv 5.0, elbow 1.0), not those against the reference (6.0, 2.0)
+    assert "| policy lambda_ctrl 0.1     | 5.00         | 1.00" in twin
+    assert "registered reference" in twin and "3.80" in twin
+    # gain = baseline - policy: elbow 8.0 - 1.0, sh_elv 4.5 - 5.0 (no better: marked)
+    assert "+7.00" in twin and "-0.50 ✗" in twin
+    real = text[text.index("### real clips, held-out clips (3): error against the registered reference"):]
+    assert "registered reference  " not in real.split("###")[1]   # no truth: the reference is its own target
+
+
+def test_deviations_list_every_cpu_setting_with_its_reason(full):
+    from bench.report.deviations import NO_REASON, deviation_rows, load_deviations
+
+    _, _, out = full
+    profile, rows = deviation_rows(params(), load_deviations())
+    assert profile == "cpu" and rows
+    assert not [r for r in rows if r[3] == NO_REASON]
+    settings = {r[0] for r in rows}
+    assert {"track.physics", "track.env.action_mapping", "track.ppo.total_env_steps"} <= settings
+    assert "## Deviations from the original code and the paper" in out["text"]
+    # a setting changed without a reason is listed as such
+    p = params()
+    p["track"]["ppo"]["clip_eps"] = 0.3
+    _, rows = deviation_rows(p, load_deviations())
+    assert ["track.ppo.clip_eps", "0.3", "0.2", NO_REASON] in rows
+    # the paper profile itself: no TRACK row
+    p = params()
+    p["track"]["profile"] = "paper"
+    assert deviation_rows(p, load_deviations()) == ("paper", [])

@@ -26,7 +26,7 @@ from mimic_core.model import load_forelimb
 from mimic_core.config import weight_key
 from mimic_core.track.config import track_config
 from mimic_core.track.env import AutoReset, ImitationEnv, actuator_velocity
-from mimic_core.track.reference import ReferenceClips, load_registered
+from mimic_core.track.reference import ReferenceClips, held_out_split, load_registered
 
 ROOT = Path(__file__).resolve().parents[1]
 KMAP = {"Shoulder": "scapula", "Elbow": "elbow", "Wrist": "wrist_body"}
@@ -289,6 +289,23 @@ def test_kl_weight_warms_up_linearly(trainer):
     warm = trainer.config.network.kl_warmup_fraction * trainer.n_iterations
     expected = [1e-5 * min(1.0, i / warm) for i in range(trainer.n_iterations)]
     np.testing.assert_allclose(weights, expected, rtol=1e-5)
+    # the learning rate anneals to zero at the last of the run's updates (lr_schedule: linear)
+    ppo = trainer.config.ppo
+    n_updates = trainer.n_iterations * ppo.update_epochs * ppo.num_minibatches
+    counts = [int(x) for x in jax.tree_util.tree_leaves(ts.opt_state) if getattr(x, "dtype", None) == jnp.int32]
+    assert counts and set(counts) == {n_updates}
+    assert ppo.lr_schedule == "linear" and float(trainer.learning_rate(0)) == pytest.approx(ppo.learning_rate)
+    end = ppo.learning_rate * ppo.lr_final_fraction
+    assert float(trainer.learning_rate(n_updates)) == pytest.approx(end)
+    assert float(trainer.learning_rate(n_updates // 2)) == pytest.approx((ppo.learning_rate + end) / 2, rel=0.3)
+
+
+def test_a_constant_learning_rate_stays(cfg, env):
+    from mimic_core.track.train import make_train
+
+    c = cfg.replace(ppo=dataclasses.replace(cfg.ppo, lr_schedule="constant"))
+    t = make_train(c, env)
+    assert float(t.learning_rate(0)) == float(t.learning_rate(10 ** 6)) == pytest.approx(c.ppo.learning_rate)
 
 
 # -- checkpoints and the NaN guard -------------------------------------------------------------
@@ -367,6 +384,64 @@ def test_envs_shard_across_two_cpu_devices():
 
 # -- evaluation -------------------------------------------------------------------------------
 
+def test_held_out_clips_are_a_seeded_choice_by_name():
+    names = [f"trial{i:03d}" for i in range(46)]
+    held = held_out_split(names, 0.2, 0)
+    assert held.sum() == 9                                           # round(0.2 * 46)
+    chosen = {n for n, h in zip(names, held) if h}
+    rev = held_out_split(names[::-1], 0.2, 0)                       # file order does not matter
+    assert {n for n, h in zip(names[::-1], rev) if h} == chosen
+    fewer = names[:40]                                               # nor do the other clips, beyond the count
+    kept = {n for n, h in zip(fewer, held_out_split(fewer, 0.2, 0)) if h}
+    assert len(kept) == 8
+    other_seed = {n for n, h in zip(names, held_out_split(names, 0.2, 1)) if h}
+    assert other_seed != chosen and len(other_seed) == 9
+    assert not held_out_split(names, 0.0, 0).any()
+    assert held_out_split(names[:3], 0.2, 0).sum() == 1             # round(0.6)
+
+
+def test_a_held_out_fraction_that_leaves_no_training_clip_is_refused():
+    with pytest.raises(ParamsError, match="track.held_out_fraction.*leaves none to train on"):
+        held_out_split(["a", "b", "c"], 0.9, 0)
+    with pytest.raises(DataError, match="clip names must be unique"):
+        held_out_split(["a", "a", "b"], 0.2, 0)
+    with pytest.raises(ParamsError, match="track.held_out_fraction"):
+        track_config({**TINY, "held_out_fraction": 1.0})
+
+
+def test_baselines_replay_stored_controls_and_score_against_the_truth(fm, clips, cfg, env):
+    """A truth made by the env itself from known controls: replaying them open loop is exact; the reference's
+    and the mean trajectory's errors are the by-hand numbers."""
+    from mimic_core.track.evaluate import Truth, baseline_metrics, keypoints_of, open_loop_clips
+
+    rng = np.random.default_rng(0)
+    C, T, nu = len(clips.clip_names), clips.n_frames, env.action_size
+    ctrl = np.clip(0.3 + 0.2 * np.cumsum(rng.normal(0, 0.2, (C, T, nu)), axis=1), 0, 1)
+    act0 = rng.uniform(0.1, 0.4, (C, nu))
+    rec = open_loop_clips(env, ctrl, act0)
+    np.testing.assert_allclose(rec["act"][:, 0], act0, atol=1e-6)
+    np.testing.assert_allclose(rec["ctrl"], ctrl[:, :T - 1], atol=1e-6)   # frame t's control over frame t -> t+1
+    truth = Truth(rec["qpos"], keypoints_of(fm, rec["qpos"], clips.offsets), rec["act"], ctrl)
+    held = np.array([False, True, False])
+    base = baseline_metrics(env, clips, fm, cfg, truth, held)
+    assert set(base) == {"mean_trajectory", "open_loop", "reference"}
+    ol = base["open_loop"]["held_out"]
+    assert ol["n_clips"] == 1 and ol["truth"]["joint_error_deg"] < 1e-3
+    assert ol["truth"]["keypoint_error_mm"]["mean"] < 1e-3 and ol["activation_mae"] < 1e-6
+    assert ol["joint_error_deg"] > 1.0   # the truth is not the reference
+    dq = np.degrees(clips.qpos[1, 1:] - truth.qpos[1, 1:])
+    assert base["reference"]["held_out"]["truth"]["joint_error_deg"] == pytest.approx(np.sqrt(np.mean(dq ** 2)))
+    mean = clips.qpos[[0, 2]].mean(0)
+    for part, idx in (("train", [0, 2]), ("held_out", [1])):
+        m = base["mean_trajectory"][part]
+        dq = np.degrees(mean[None, 1:] - clips.qpos[idx, 1:])
+        assert m["joint_error_deg"] == pytest.approx(np.sqrt(np.mean(dq ** 2)))
+        dq_truth = np.degrees(mean[None, 1:] - truth.qpos[idx, 1:])
+        assert m["truth"]["joint_error_deg"] == pytest.approx(np.sqrt(np.mean(dq_truth ** 2)))
+        per = m["joint_error_deg_per_joint"]
+        assert list(per) == fm.joint_names and per["elbow"] == pytest.approx(np.sqrt(np.mean(dq[..., 3] ** 2)))
+
+
 def test_action_hf_power_splits_at_the_cutoff():
     from mimic_core.track.evaluate import action_hf_power
 
@@ -406,13 +481,31 @@ def test_train_and_evaluate_end_to_end(fm, clips, tmp_path, monkeypatch):
     r = run(main, stage_argv("evaluate", params_path="params.yaml"))
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "reports/metrics/tracking.json").read_text())
-    assert set(report) == {"0.15"}
-    for m in report.values():
-        assert m["data"] == "synthetic" and m["n_clips"] == len(clips.clip_names)
-        assert m["keypoint_error_mm"]["scored_keypoints"] == ["Elbow", "Wrist"]
-        assert m["keypoint_error_mm"]["per_keypoint"]["Shoulder"] < 1e-3   # welded to the world
+    assert set(report) == {"0.15", "baselines"}
+    meta = json.loads((tmp_path / "data/policies/0.15/policy.json").read_text())
+    held = [n for n, h in zip(clips.clip_names, held_out_split(clips.clip_names, 0.2, 0)) if h]
+    assert len(held) == 1 and held[0] not in meta["settings"]["clips"]   # never trained on
+    assert sorted(meta["settings"]["clips"] + held) == sorted(clips.clip_names)
+    m = report["0.15"]
+    assert m["data"] == "synthetic" and m["n_clips"] == len(clips.clip_names) and m["held_out_clips"] == held
+    assert m["train"]["n_clips"] == 2 and m["held_out"]["n_clips"] == 1
+    assert set(m["train"]) == set(m["held_out"])   # the same metrics on both
+    for part in ("train", "held_out"):
+        e = m[part]
+        assert e["keypoint_error_mm"]["scored_keypoints"] == ["Elbow", "Wrist"]
+        assert e["keypoint_error_mm"]["per_keypoint"]["Shoulder"] < 1e-3   # welded to the world
         for k in ("joint_error_deg", "joint_reward", "action_hf_power", "energy"):
-            assert np.isfinite(m[k])
+            assert np.isfinite(e[k])
+        assert "truth" not in e   # no truth_dir
+    base = report["baselines"]
+    assert set(base) == {"mean_trajectory"}   # no truth: no stored controls to replay
+    assert set(base["mean_trajectory"]) == {"train", "held_out"}
+    # the mean trajectory of the training clips, scored by hand on the held-out clip
+    idx = clips.clip_names.index(held[0])
+    train_idx = [clips.clip_names.index(n) for n in meta["settings"]["clips"]]
+    dq = np.degrees(clips.qpos[train_idx].mean(0)[1:] - clips.qpos[idx, 1:])
+    assert base["mean_trajectory"]["held_out"]["joint_error_deg"] == pytest.approx(np.sqrt(np.mean(dq ** 2)),
+                                                                                    rel=1e-6)
     with h5py.File(tmp_path / "data/rollouts/0.15.h5") as f:
         T, C = clips.n_frames, len(clips.clip_names)
         assert f["qpos"].shape == (C, T, 4) and f["keypoints"].shape == (C, T, 3, 3)

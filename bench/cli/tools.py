@@ -140,23 +140,24 @@ def register_clips_cmd(pattern, fmt, units, fps, label, out_dir, metrics_path, m
               help="Also write the rollout (HDF5) here.")
 @click.option("--fps", type=float, default=None, help="Frame rate of clips that do not store it.")
 @click.option("--label", type=click.Choice(["real", "synthetic"]), default=None, help="What the clips are.")
+@click.option("--truth-dir", default=None, type=click.Path(file_okay=False),
+              help="The clips' ground truth (a synthetic twin's truth folder), to score against it too.")
 @params_option
 @clear_errors
-def evaluate_policy_cmd(policy_dir, registered, metrics_path, rollout_path, fps, label, params_path):
+def evaluate_policy_cmd(policy_dir, registered, metrics_path, rollout_path, fps, label, truth_dir, params_path):
     """Roll out one trained policy on other clips (e.g. the real ones) and score its tracking."""
     from mimic_core.io import write_json
     from mimic_core.params import load_params
     from mimic_core.track.evaluate import write_rollout
-    from mimic_core.track.stage import evaluate_policy
+    from mimic_core.track.stage import BASELINES, baselines_of, evaluate_policy, summary_line
 
-    weight, metrics, rec, kp, clips, fm = evaluate_policy(load_params(params_path), Path(policy_dir), registered,
-                                                          label, fps=fps)
-    write_json(metrics_path, {weight: metrics})
+    ev = evaluate_policy(load_params(params_path), Path(policy_dir), registered, label, truth_dir=truth_dir, fps=fps)
+    write_json(metrics_path, {ev.weight: ev.metrics, BASELINES: baselines_of(ev)})
     if rollout_path:
-        write_rollout(Path(rollout_path), rec, kp, clips, fm, weight, metrics["data"])
-    e = metrics["keypoint_error_mm"]
-    click.echo(f"{len(clips.clip_names)} clips ({metrics['data']}), policy lambda_ctrl {weight}: keypoint error "
-               f"mean {e['mean']:.3f} mm ({_per_keypoint(e)}), joint error {metrics['joint_error_deg']:.2f} deg")
+        write_rollout(Path(rollout_path), ev.rec, ev.keypoints, ev.clips, ev.fm, ev.weight, ev.metrics["data"])
+    click.echo(f"{len(ev.clips.clip_names)} clips ({ev.metrics['data']}), trained on {ev.metrics['trained_on']}, "
+               f"{int(ev.held.sum())} never trained on")
+    click.echo("  " + summary_line(ev.weight, ev.metrics))
 
 
 def parse_int_range(text: str, name: str) -> list[int]:

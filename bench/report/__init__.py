@@ -32,7 +32,7 @@ def run_report(params: Mapping[str, Any], sources: Sources, out: str | os.PathLi
     from mimic_core.io import atomic_dir, atomic_path
 
     s = settings_from(params, figures)
-    c = collect(sources, s)
+    c = collect(sources, s, params)
     rows = all_rows(c, s)
     out, plots_dir = Path(out), Path(plots_dir)
     drawn = None

@@ -98,19 +98,47 @@ def label(value: Any) -> str:
     return LABELS.get(str(value), str(value))
 
 
+BASELINES = "baselines"           # tracking.json: the baselines, beside the weights
+TRACKING_PARTS = ("held_out", "train")   # the part of a weight's metrics the report shows first
+
+
 def tracking_entries(doc: Any, path: Path) -> dict[str, Mapping]:
-    """{weight: metrics}, each checked for the fields the report uses."""
+    """{weight: metrics}, each checked for the fields the report uses. A weight's metrics are those of its
+    held-out clips (of its training clips where none are held out), with the weight's own fields ("data",
+    "trained_on") and every part under "parts"; "part" says which is shown."""
     if doc is None:
         return {}
     if not isinstance(doc, Mapping) or not doc:
         raise DataError(path, None, f"expected a mapping of control-cost weights to their metrics, got {_kind(doc)}")
     out = {}
-    for w in sorted(doc, key=weight_order):
-        at(doc, path, [w, "keypoint_error_mm", "mean"])
+    for w in sorted((k for k in doc if k != BASELINES), key=weight_order):
         at(doc, path, [w, "data"], "str")
-        for k in ("joint_error_deg", "action_hf_power", "energy", "activation_mae"):
-            at(doc, path, [w, k], optional=True)
-        out[w] = doc[w]
+        parts = [p for p in TRACKING_PARTS if at(doc, path, [w, p], "mapping", optional=True) is not None]
+        if not parts:
+            raise DataError(path, f"{w}/held_out", "missing, and no train part either (metrics from before held-out "
+                            "clips: re-run the evaluate stage)")
+        for p in parts:
+            at(doc, path, [w, p, "keypoint_error_mm", "mean"])
+            for k in ("joint_error_deg", "action_hf_power", "energy", "activation_mae"):
+                at(doc, path, [w, p, k], optional=True)
+        entry = doc[w]
+        out[w] = {**entry[parts[0]], "data": entry["data"], "part": parts[0],
+                  **({"trained_on": entry["trained_on"]} if "trained_on" in entry else {}),
+                  "parts": {p: entry[p] for p in parts}}
+    return out
+
+
+def tracking_baselines(doc: Any, path: Path) -> dict[str, Mapping]:
+    """tracking.json's baselines, {name: {part: metrics}}, checked; {} when there are none."""
+    if not isinstance(doc, Mapping) or BASELINES not in doc:
+        return {}
+    out = {}
+    for name in at(doc, path, [BASELINES], "mapping"):
+        for part in at(doc, path, [BASELINES, name], "mapping"):
+            at(doc, path, [BASELINES, name, part, "n_clips"])
+            if name != "reference":
+                at(doc, path, [BASELINES, name, part, "joint_error_deg"])
+        out[name] = doc[BASELINES][name]
     return out
 
 
@@ -213,6 +241,9 @@ class Collected:
     throughput: tuple[Path, Mapping] | None
     curves: dict[str, dict]
     maes: dict[str, dict[str, float]]        # edm.json `emg_mae`: {weight: {channel: MAE}}
+    baselines: dict[str, Mapping] = field(default_factory=dict)        # tracking.json "baselines"
+    baselines_real: dict[str, Mapping] = field(default_factory=dict)
+    track: Mapping | None = None             # params `track` (the run's settings, for the deviations table)
 
 
 def emg_maes(edm: Any, path: Path) -> dict[str, dict[str, float]]:
@@ -226,7 +257,7 @@ def emg_maes(edm: Any, path: Path) -> dict[str, dict[str, float]]:
     return {w: dict(per) for w, per in maes.items()}
 
 
-def collect(sources: Sources, s: ReportSettings) -> Collected:
+def collect(sources: Sources, s: ReportSettings, track: Mapping | None = None) -> Collected:
     """Read (and check) every input that is there."""
     edm = load_json(sources.edm)
     if edm is not None:
@@ -237,8 +268,11 @@ def collect(sources: Sources, s: ReportSettings) -> Collected:
         for w in (k for k in latents if k not in ("data",)):
             for layer in at(latents, sources.latents, [w], "mapping"):
                 at(latents, sources.latents, [w, layer], "mapping")
+    tracking, tracking_real = load_json(sources.tracking), load_json(sources.tracking_real)
     return Collected(sources, load_json(sources.registration), load_json(sources.registration_real),
-                     tracking_entries(load_json(sources.tracking), sources.tracking),
-                     tracking_entries(load_json(sources.tracking_real), sources.tracking_real),
+                     tracking_entries(tracking, sources.tracking),
+                     tracking_entries(tracking_real, sources.tracking_real),
                      edm, latents, newest_throughput(sources.throughput_dir),
-                     training_curves(sources.training_dir, s), emg_maes(edm, sources.edm))
+                     training_curves(sources.training_dir, s), emg_maes(edm, sources.edm),
+                     tracking_baselines(tracking, sources.tracking),
+                     tracking_baselines(tracking_real, sources.tracking_real), track)

@@ -6,6 +6,8 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from bench.report.baselines import tracking_section
+from bench.report.deviations import deviations_section
 from bench.report.figures import ReportSettings
 from bench.report.inputs import Collected, _is_number
 from bench.report.plots import PLOTS
@@ -44,7 +46,9 @@ def render(rows: Sequence[Row], c: Collected, s: ReportSettings, plots: Mapping[
         lines += ["✗: misses the paper's figure (rule as above).", "", *md_table(head, table)]
     else:
         lines += [f"{NOT_RUN}: no per-weight metrics."]
-    lines += ["", "## Plots", ""]
+    lines += ["", *tracking_section([(c.tracking, c.baselines), (c.tracking_real, c.baselines_real)], md_table)]
+    lines += deviations_section(c.track, md_table)
+    lines += ["## Plots", ""]
     for name, title in PLOTS.items():
         lines += [f"### {title}", ""]
         if plots is None:

@@ -75,8 +75,9 @@ def tracking_rows(entries: Mapping[str, Mapping], path: Path, s: ReportSettings)
     for w, m in entries.items():
         kp = m["keypoint_error_mm"]
         scored = kp.get("scored_keypoints")
-        note = (f"{m.get('n_clips', '?')} clips" + (f" ({', '.join(scored)})" if isinstance(scored, list) else "")
-                + f"; {path}")
+        part = str(m.get("part", "")).replace("_", "-")
+        note = (f"{m.get('n_clips', '?')} {part} clips".replace("  ", " ")
+                + (f" ({', '.join(scored)})" if isinstance(scored, list) else "") + f"; {path}")
         rows.append(figure_row(sec, metric, s.tracking, kp["mean"], ".2f", label(m["data"]), w, note))
     return rows
 

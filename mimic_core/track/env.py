@@ -126,6 +126,10 @@ class ImitationEnv:
         a = jnp.clip(action, -1.0, 1.0)
         return 0.5 * (a + 1.0) if self.cfg.action_mapping == "affine" else jnp.clip(a, 0.0, 1.0)
 
+    def action_for(self, ctrl: jax.Array) -> jax.Array:
+        """The action whose control is `ctrl` (in [0, 1]): the inverse of `controls`."""
+        return 2.0 * ctrl - 1.0 if self.cfg.action_mapping == "affine" else ctrl
+
     def energy(self, d: mjx.Data) -> jax.Array:
         """The energy term (before its weight): muscle or joint space, capped if set."""
         if self.cfg.energy == "muscle":

@@ -1,14 +1,16 @@
 """Reference clips for imitation: registered joint angles (stac-mjx schema) loaded onto the device."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from mimic_core.artifacts import RegisteredClip, read_registered
-from mimic_core.errors import DataError
+from mimic_core.errors import DataError, ParamsError
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,29 @@ class ReferenceClips:
     @property
     def n_frames(self) -> int:
         return self.qpos.shape[1]
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> "ReferenceClips":
+        """The clips at `index` (in that order)."""
+        idx = np.asarray(index, int)
+        return replace(self, clip_names=[self.clip_names[i] for i in idx], qpos=self.qpos[idx], qvel=self.qvel[idx],
+                       offsets=self.offsets[idx], sites=self.sites[idx])
+
+
+def held_out_split(clip_names: Sequence[str], fraction: float, seed: int) -> np.ndarray:
+    """Which clips are held out (a bool mask): round(fraction * C) of them, the first when the names are sorted by
+    sha256("<seed>:<name>"). A clip's fate depends on its name and the seed alone, not on file order."""
+    names = list(clip_names)
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise DataError(None, "clip_names", f"clip names must be unique to split them; repeated: {dup}")
+    n_held = math.floor(fraction * len(names) + 0.5)
+    if names and n_held >= len(names):
+        raise ParamsError(f"params.yaml: 'track.held_out_fraction': {fraction} holds out {n_held} of {len(names)} "
+                          "clips and leaves none to train on")
+    order = sorted(range(len(names)), key=lambda i: hashlib.sha256(f"{seed}:{names[i]}".encode()).hexdigest())
+    mask = np.zeros(len(names), bool)
+    mask[order[:n_held]] = True
+    return mask
 
 
 def _keypoint_order(path: Path, clip: RegisteredClip, kp_names: Sequence[str] | None, n: int) -> np.ndarray:

@@ -16,13 +16,18 @@ from mimic_core.model import ForelimbModel, load_forelimb
 from mimic_core.params import params_hash
 from mimic_core.config import TrackConfig, weight_key
 from mimic_core.track.env import ImitationEnv
-from mimic_core.track.reference import ReferenceClips, find_registered, load_registered
+from mimic_core.track.reference import ReferenceClips, find_registered, held_out_split, load_registered
 
+
+
+BASELINES = "baselines"           # the key of the baselines in tracking.json (beside the weights)
 
 
 def setup(params: Mapping[str, Any] | Params, weight: float, registered: str | Path | None = None,
-          fps: float | None = None) -> tuple[TrackConfig, ForelimbModel, ReferenceClips, ImitationEnv]:
-    """Check params and data, then build the env: every error comes before anything compiles."""
+          fps: float | None = None, training_only: bool = False
+          ) -> tuple[TrackConfig, ForelimbModel, ReferenceClips, ImitationEnv]:
+    """Check params and data, then build the env: every error comes before anything compiles. With
+    `training_only`, the env holds the training clips alone (the held-out ones by `track.held_out_fraction`)."""
     p = as_params(params)
     cfg = p.track.policy(weight)
     fm = load_forelimb(p.model.xml, p.model.keypoint_map)
@@ -31,6 +36,9 @@ def setup(params: Mapping[str, Any] | Params, weight: float, registered: str | P
     if clips.offsets.shape[1] != len(fm.keypoint_names):
         raise DataError(src, "offsets", f"clips have {clips.offsets.shape[1]} keypoints, the keypoint map "
                         f"{len(fm.keypoint_names)}")
+    if training_only:
+        held = held_out_split(clips.clip_names, cfg.held_out_fraction, cfg.held_out_seed)
+        clips = clips.subset(np.flatnonzero(~held))
     env = ImitationEnv(fm.model, clips, cfg.env, cfg.physics, cfg.ctrl_cost_weight)
     return cfg, fm, clips, env
 
@@ -60,7 +68,7 @@ def run_train(params: Mapping[str, Any] | Params, weight: str, out_dir: Path, me
 
     p = as_params(params)
     w = find_weight(p, weight)
-    cfg, fm, clips, env = setup(p, w, registered)
+    cfg, fm, clips, env = setup(p, w, registered, training_only=True)
     trainer = make_train(cfg, env)
     settings = {"track": dataclasses.asdict(cfg), "model": p.model.model_dump(), "clips": clips.clip_names,
                 "n_devices": trainer.mesh.devices.size}
@@ -79,46 +87,89 @@ def run_train(params: Mapping[str, Any] | Params, weight: str, out_dir: Path, me
     return meta
 
 
+@dataclasses.dataclass(frozen=True)
+class Evaluated:
+    """One policy rolled out on a set of clips, and what its metrics were computed from."""
+
+    weight: str
+    metrics: dict
+    rec: dict
+    keypoints: np.ndarray
+    clips: ReferenceClips
+    fm: ForelimbModel
+    env: ImitationEnv
+    cfg: TrackConfig
+    truth: Any               # evaluate.Truth | None
+    held: np.ndarray         # (C,) bool: clips the policy was not trained on
+
+
 def evaluate_policy(params: Mapping[str, Any] | Params, policy_dir: Path, registered: str | None, label: str | None = None,
-                    truth_dir: str | None = None, fps: float | None = None):
-    """Roll out one saved policy on clips; returns (metrics, records, keypoints, clips, fm)."""
-    from mimic_core.track.evaluate import (abstract_policy, load_truth_activation, rollout_clips,
-                                           tracking_metrics)
+                    truth_dir: str | None = None, fps: float | None = None) -> Evaluated:
+    """Roll out one saved policy on clips, scored on the clips it trained on and the others apart."""
+    from mimic_core.track.evaluate import abstract_policy, load_truth, rollout_clips, split_metrics
     from mimic_core.track.networks import make_networks
     from mimic_core.track.run import load_policy, policy_meta
 
     meta = policy_meta(Path(policy_dir))
     weight = meta["ctrl_cost_weight"]
     cfg, fm, clips, env = setup(params, float(weight), registered, fps=fps)
+    trained = meta.get("settings", {}).get("clips")
+    if not isinstance(trained, list):
+        raise DataError(Path(policy_dir) / "policy.json", "settings.clips", "does not list the clips the policy "
+                        "trained on (re-run `mimic-bench train`)")
+    held = np.array([n not in set(trained) for n in clips.clip_names])
     nets = make_networks(cfg.network, env.action_size)
     policy = load_policy(Path(policy_dir), abstract_policy(nets, env))
     rec = rollout_clips(env, nets, policy, cfg.ppo.normalize_observations)
-    truth = load_truth_activation(Path(truth_dir), clips.clip_names, clips.n_frames) if truth_dir else None
-    metrics, kp = tracking_metrics(rec, clips, fm, cfg, truth)
-    metrics["data"] = label or clips.label
-    metrics["n_clips"] = len(clips.clip_names)
-    metrics["env_steps_trained"] = meta["env_steps"]
-    metrics["trained_on"] = meta["data"]
-    return weight, metrics, rec, kp, clips, fm
+    truth = load_truth(Path(truth_dir), clips.clip_names, clips.n_frames, fm.keypoint_names) if truth_dir else None
+    parts, kp = split_metrics(rec, clips, fm, cfg, truth, held)
+    metrics = {"data": label or clips.label, "n_clips": len(clips.clip_names), "env_steps_trained": meta["env_steps"],
+               "trained_on": meta["data"], "held_out_clips": [n for n, h in zip(clips.clip_names, held) if h],
+               **parts}
+    return Evaluated(weight, metrics, rec, kp, clips, fm, env, cfg, truth, held)
+
+
+def baselines_of(ev: Evaluated) -> dict:
+    """The trivial baselines on the clips of an evaluation, split as it is (evaluate.baseline_metrics)."""
+    from mimic_core.track.evaluate import baseline_metrics
+
+    return baseline_metrics(ev.env, ev.clips, ev.fm, ev.cfg, ev.truth, ev.held)
+
+
+def summary_line(key: str, m: Mapping[str, Any]) -> str:
+    """One line per policy: its held-out tracking (training clips where nothing is held out)."""
+    part = "held_out" if "held_out" in m else "train"
+    e = m[part]
+    line = (f"lambda_ctrl {key} ({part.replace('_', '-')}, {e['n_clips']} clips): keypoint error "
+            f"{e['keypoint_error_mm']['mean']:.3f} mm, joint error {e['joint_error_deg']:.2f} deg")
+    if "truth" in e:
+        line += f" ({e['truth']['joint_error_deg']:.2f} deg from the truth)"
+    return line + f", action HF power {e['action_hf_power']:.3f}"
 
 
 def run_evaluate(params: Mapping[str, Any] | Params, policies_dir: Path, out_dir: Path, metrics_path: Path,
                  registered: str | None = None, echo: Callable[[str], None] = print) -> dict:
-    """The stage: every weight of the sweep, rollouts into `out_dir`, metrics keyed by weight."""
+    """The stage: every weight of the sweep, rollouts into `out_dir`, metrics keyed by weight, and the
+    baselines under "baselines"."""
     from mimic_core.track.evaluate import write_rollout
 
     p = as_params(params)
     ws = p.track.ctrl_cost_weights
     truth = p.data.truth_dir or None
     report: dict[str, Any] = {}
+    ev = None
     with atomic_dir(out_dir) as tmp:
         for w in ws:
             key = weight_key(w)
             policy = Path(policies_dir) / key
-            _, metrics, rec, kp, clips, fm = evaluate_policy(p, policy, registered, truth_dir=truth)
-            write_rollout(tmp / f"{key}.h5", rec, kp, clips, fm, key, metrics["data"])
-            report[key] = metrics
-            echo(f"lambda_ctrl {key}: keypoint error {metrics['keypoint_error_mm']['mean']:.3f} mm, joint error "
-                 f"{metrics['joint_error_deg']:.2f} deg, action HF power {metrics['action_hf_power']:.3f}")
+            ev = evaluate_policy(p, policy, registered, truth_dir=truth)
+            expected = held_out_split(ev.clips.clip_names, ev.cfg.held_out_fraction, ev.cfg.held_out_seed)
+            if not np.array_equal(ev.held, expected):
+                raise DataError(policy / "policy.json", "settings.clips", "the policy trained on other clips than "
+                                "track.held_out_fraction leaves for training (re-run `mimic-bench train`)")
+            write_rollout(tmp / f"{key}.h5", ev.rec, ev.keypoints, ev.clips, ev.fm, key, ev.metrics["data"])
+            report[key] = ev.metrics
+            echo(summary_line(key, ev.metrics))
+        report[BASELINES] = baselines_of(ev)
     write_json(metrics_path, report)
     return report

@@ -53,6 +53,7 @@ class Trainer:
     config: TrackConfig
     mesh: Mesh
     n_iterations: int
+    learning_rate: Callable[[Any], Any]   # of the optimizer's update count
 
     @functools.cached_property
     def jit_init(self):
@@ -82,7 +83,10 @@ def make_train(config: TrackConfig, env: ImitationEnv, mesh: Mesh | None = None)
     nets = make_networks(config.network, env.action_size)
     wrapped = AutoReset(env)
     n_iter = config.iterations
-    optimizer = optax.chain(optax.clip_by_global_norm(ppo.max_grad_norm), optax.adam(ppo.learning_rate))
+    n_updates = n_iter * ppo.update_epochs * ppo.num_minibatches
+    lr = (optax.constant_schedule(ppo.learning_rate) if ppo.lr_schedule == "constant"
+          else optax.linear_schedule(ppo.learning_rate, ppo.learning_rate * ppo.lr_final_fraction, n_updates))
+    optimizer = optax.chain(optax.clip_by_global_norm(ppo.max_grad_norm), optax.adam(lr))
     shard_envs = NamedSharding(mesh, P("envs"))
     warmup_iters = config.network.kl_warmup_fraction * n_iter
     B, L = ppo.num_envs, config.network.intention_size
@@ -208,7 +212,7 @@ def make_train(config: TrackConfig, env: ImitationEnv, mesh: Mesh | None = None)
         ts = init(key)
         return jax.lax.scan(lambda ts, _: iteration(ts), ts, None, length=n_iter)
 
-    return Trainer(init, iteration, train, rollout, nets, env, config, mesh, n_iter)
+    return Trainer(init, iteration, train, rollout, nets, env, config, mesh, n_iter, lr)
 
 
 def place(ts: TrainState, mesh: Mesh) -> TrainState:
