@@ -2,9 +2,12 @@
 
 Metrics are flattened the way DVC flattens them (nested keys joined with '.', numbers and strings
 kept, lists and nulls dropped), so two files compare exactly as `dvc metrics diff` compares two
-revisions. Each flattened key gets a rule from the `compare` section of params.yaml (fnmatch
-globs, first match wins): which way is better and how far a value may drift. A change is a
-regression when it moves the worse way by more than max(abs_tol, rel_tol * |old|).
+revisions. Each flattened key gets a rule from bench/compare_rules.yaml (fnmatch globs, first
+match wins): which way is better, how far a value may drift, and whether it may disappear. A
+change is a regression when it moves the worse way by more than max(abs_tol, rel_tol * |old|).
+The gate cannot be emptied: a metric that disappears (deleted, null, a list, its whole file gone)
+or changes type (a number that becomes a string), or a number that becomes NaN or infinite, is a
+regression under every rule, unless its rule says `may_go: true`.
 
 Everything here is a pure function except `load_metrics_file`, `resolve_revision` and
 `diff_revisions`, which read files, git and DVC.
@@ -45,6 +48,7 @@ class Rule(Section):
     better: Literal["lower", "higher", "none"] = "none"
     rel_tol: NonNegFloat = 0.0
     abs_tol: NonNegFloat = 0.0
+    may_go: Annotated[bool, Strict()] = False   # may disappear or change type without a regression
 
     def tolerance(self, old: float) -> float:
         return max(self.abs_tol, self.rel_tol * abs(old))
@@ -139,7 +143,7 @@ class Row:
     new: Any
     better: str
     tolerance: float | None   # how far the value may move the worse way (numbers with a direction)
-    verdict: str              # ok | improved | REGRESSION | new | removed | info
+    verdict: str              # ok | improved | REGRESSION | new | removed | info (removed: only if may_go)
 
     @property
     def metric(self) -> str:
@@ -167,22 +171,35 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def _kind(v: Any) -> str:
+    return "number" if _is_number(v) else type(v).__name__
+
+
 def verdict(old: Any, new: Any, rule: Rule) -> str:
-    """ok | improved | REGRESSION | new | removed | info for one metric under its rule."""
+    """ok | improved | REGRESSION | new | removed | info for one metric under its rule.
+
+    A metric that was there and is gone (None: absent, null or a list) or has changed type is a
+    REGRESSION unless its rule has may_go (then 'removed' or 'info'); so is a number that stops
+    being finite, whatever the rule's direction.
+    """
     if old is None and new is None:
         return "ok"
     if old is None:
         return "new"
     if new is None:
-        return "removed"
+        return "removed" if rule.may_go else "REGRESSION"
     if _same(old, new):
         return "ok"
-    if not (_is_number(old) and _is_number(new)) or rule.better == "none":
+    if _kind(old) != _kind(new):
+        return "info" if rule.may_go else "REGRESSION"
+    if not _is_number(old):
         return "info"
     if not math.isfinite(old):
         return "info"
     if not math.isfinite(new):
         return "REGRESSION"  # a metric that was a number and no longer is: never silently fine
+    if rule.better == "none":
+        return "info"
     worse = new - old if rule.better == "lower" else old - new
     tol = rule.tolerance(old)
     if worse > tol:

@@ -319,3 +319,39 @@ def test_text_decodes_attributes():
     assert artifacts.text(None, "data", b"real") == artifacts.text(None, "data", np.array([b"real"])) == "real"
     with pytest.raises(DataError, match="field 'data'"):
         artifacts.text("f.h5", "data", 3.0)
+
+
+# --------------------------------------------------------------------------- clip names become file names
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/x", "a/b", "a\\b", "..", ".", ".hidden", "a..b", "", " x",
+                                  "x y", "trial\x00", "é", "x" * 129])
+def test_a_clip_name_that_is_not_a_file_name_is_refused(tmp_path, name):
+    with pytest.raises(DataError, match="clip"):
+        artifacts.check_clip_names("k.h5", "clip_names", ["trial01", name])
+    with pytest.raises(DataError, match="clip"):
+        artifacts.clip_file(tmp_path, name)
+    kp = dataclasses.replace(prepared_keypoints(), clip_names=["trial01", name])
+    with pytest.raises(DataError, match="clip"):
+        artifacts.write_prepared_keypoints(tmp_path / "k.h5", kp)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_clip_names_are_unique_even_where_case_is_not(tmp_path):
+    with pytest.raises(DataError, match="duplicate clip names 'Trial01' and 'trial01'"):
+        artifacts.check_clip_names("k.h5", "clip_names", ["Trial01", "trial01"])
+    assert artifacts.check_clip_names("k.h5", "clip_names", ["A36-1_2023-07-18_trial01_ik", "b.2"]) == \
+        ["A36-1_2023-07-18_trial01_ik", "b.2"]
+    assert artifacts.clip_file(tmp_path, "trial01") == tmp_path / "trial01.h5"
+
+
+def test_a_prepared_file_with_an_escaping_clip_name_is_refused_on_read(written, tmp_path):
+    path = tmp_path / "keypoints.h5"
+    path.write_bytes((written / "keypoints.h5").read_bytes())
+    with h5py.File(path, "r+") as f:
+        names = f["clip_names"][()]
+        names[0] = b"../../x"
+        del f["clip_names"]
+        f["clip_names"] = names
+    with pytest.raises(DataError, match=r"keypoints.h5.*'clip_names'.*'\.\./\.\./x' cannot be a file name"):
+        artifacts.read_prepared_keypoints(path)

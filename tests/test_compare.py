@@ -149,9 +149,50 @@ def test_verdicts():
     assert verdict(0.27, 1e6, none) == "info"          # better: none is never a regression
     assert verdict(0.27, -1e6, none) == "info"
     assert verdict(None, 0.3, LOWER) == "new"
-    assert verdict(0.3, None, LOWER) == "removed"
     assert verdict("synthetic", "real", LOWER) == "info"
     assert verdict(0.27, float("nan"), LOWER) == "REGRESSION"
+
+
+@pytest.mark.parametrize("better", ["lower", "higher", "none"])
+def test_the_gate_cannot_be_emptied(better):
+    """Gone, another type, or not finite: a regression under every rule, unless the rule says may_go."""
+    rule = Rule(pattern="*", better=better)
+    assert verdict(0.3, None, rule) == "REGRESSION"            # deleted, null or a list (flatten drops them)
+    assert verdict(0.3, "0.3", rule) == "REGRESSION"           # a number that became a string
+    assert verdict(0.3, True, rule) == "REGRESSION"            # ... or a boolean
+    assert verdict("synthetic", 1.0, rule) == "REGRESSION"
+    assert verdict(0.3, float("nan"), rule) == "REGRESSION"
+    assert verdict(0.3, float("inf"), rule) == "REGRESSION"
+    may_go = Rule(pattern="*", better=better, may_go=True)
+    assert verdict(0.3, None, may_go) == "removed"
+    assert verdict(0.3, "0.3", may_go) == "info"
+
+
+def test_only_per_clip_metrics_may_go_by_default():
+    assert rule_for("keypoint_error_mm.per_clip.trial01", RULES).may_go
+    assert [r.pattern for r in RULES if r.may_go] == ["*per_clip*"]
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: {k: v for k, v in m.items() if k != "n_clips"},                          # deleted
+    lambda m: _with(m, "n_clips", None),                                                # null
+    lambda m: _with(m, "truth.joint_rmse_deg", [6.1]),                                  # a list
+    lambda m: _with(m, "truth.joint_rmse_deg", "6.1"),                                  # a string
+    lambda m: _with(m, "truth", {}),                                                    # a whole section
+])
+def test_cli_files_a_metric_that_goes_is_a_regression(tmp_path, old_file, edit):
+    new = _write(tmp_path / "new.json", edit(METRICS))
+    res = _cli([str(old_file), str(new)])
+    assert res.exit_code == 1, res.output
+    assert "REGRESSION" in res.output
+
+
+def test_cli_files_a_clip_that_goes_is_not(tmp_path, old_file):
+    new = METRICS | {"keypoint_error_mm": {"mean": 0.27, "p95": 0.59, "per_clip": {"trial01": 0.27}}}
+    res = _cli([str(old_file), str(_write(tmp_path / "new.json", new))])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[0].split()[-1] == "verdict"
+    assert ":keypoint_error_mm.per_clip.trial02 " in res.output and "1 removed" in res.output
 
 
 def test_compare_diff_rows():
@@ -301,6 +342,20 @@ def test_cli_revisions_new_file_and_bad_input(dvc_repo):
     (dvc_repo / "reports/metrics/tracking.json").write_text("{broken")
     res = _cli([])
     assert res.exit_code == 1 and "reports/metrics/tracking.json at workspace: cannot read metrics" in res.output
+
+
+def test_cli_revisions_a_deleted_or_emptied_metrics_file_is_a_regression(dvc_repo):
+    metrics = dvc_repo / "reports/metrics/tracking.json"
+    metrics.unlink()
+    res = _cli([])
+    assert res.exit_code == 1, res.output
+    assert "declared in dvc.yaml but absent at workspace" in res.output
+    assert "3 REGRESSION" in res.output.splitlines()[-1]
+    _write(metrics, {})
+    assert _cli([]).exit_code == 1
+    (dvc_repo / "dvc.yaml").write_text("stages: {}\n")              # undeclared: its metrics are gone too
+    _write(metrics, {"keypoint_error_mm": {"mean": 0.5}, "joint_reward": 0.8, "energy": 3.0})
+    assert _cli([]).exit_code == 1
 
 
 def test_cli_revisions_outside_git(tmp_path, monkeypatch):

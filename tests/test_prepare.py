@@ -146,3 +146,19 @@ def test_sleap_anipose_points3d_through_params(small_twin, tmp_path):
     with h5py.File(tmp_path / "out" / "keypoints.h5") as a, h5py.File(tmp_path / "ref" / "keypoints.h5") as b:
         np.testing.assert_allclose(a["keypoints"][()], b["keypoints"][()], atol=1e-9)
     assert ref["n_clips"] == 6
+
+
+def test_two_files_of_one_clip_name_are_refused(small_twin, tmp_path):
+    """Clips are paired (keypoints with EMG) and written by name: two folders' trial01 would mix or overwrite."""
+    twin = _copy_twin(small_twin, tmp_path / "twin")
+    (twin / "pose-3d-b").mkdir()
+    (twin / "pose-3d-b" / "trial01.csv").write_bytes((twin / "pose-3d" / "trial01.csv").read_bytes())
+    p = params_for(twin)
+    p["data"]["keypoints"]["glob"] = str(twin / "pose-3d*" / "*.csv")
+    with pytest.raises(DataError, match=r"pose-3d/trial01\.csv and .*pose-3d-b/trial01\.csv give the same clip name"):
+        run_prepare(p, tmp_path / "out", tmp_path / "m.json")
+    p = params_for(twin)
+    (twin / "emg" / "TRIAL02.h5").write_bytes((twin / "emg" / "trial02.h5").read_bytes())
+    with pytest.raises(DataError, match=r"TRIAL02\.h5 and .*trial02\.h5 give the same clip name"):
+        run_prepare(p, tmp_path / "out", tmp_path / "m.json")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "m.json").exists()

@@ -250,3 +250,19 @@ def test_cli_registers_one_clip(tmp_path, twin_clips, fm):
                                     "--params", str(ROOT / "params.yaml")])
     assert res.exit_code == 1 and "hand" in res.output and "wrist_body" in res.output
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_cli_register_clips_refuses_two_files_of_one_name(tmp_path, twin_clips, fm):
+    """Two folders' clip.csv would be written to one <out>/clip.h5 and reported as one clip."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        loaders.write_anipose_csv(tmp_path / folder / "clip.csv", twin_clips[0].keypoints, fm.keypoint_names,
+                                  units="mm")
+    out, metrics = tmp_path / "out", tmp_path / "m.json"
+    res = CliRunner().invoke(main, ["register-clips", "--glob", str(tmp_path / "*" / "clip.csv"), "--units", "mm",
+                                    "--fps", "200", "--label", "synthetic", "--out-dir", str(out),
+                                    "--metrics", str(metrics), "--params", str(ROOT / "params.yaml")])
+    assert res.exit_code == 1, res.output
+    assert res.output.startswith("error: ") and "give the same clip name 'clip'" in res.output
+    assert "a/clip.csv" in res.output and "b/clip.csv" in res.output
+    assert not out.exists() and not metrics.exists()

@@ -166,6 +166,10 @@ def test_registered_files_with_missing_fields_are_named(fm, clips, tmp_path):
     np.testing.assert_allclose(other.offsets, clips.offsets[:, [2, 0, 1]], atol=1e-6)
     with pytest.raises(DataError, match="kp_names.*Paw"):
         load_registered(sorted(tmp_path.glob("*.h5")), fm.joint_names, kp_names=("Paw", "Shoulder", "Elbow"))
+    (tmp_path / "b").mkdir()    # a second folder's clip1: clips are split and scored by name
+    (tmp_path / "b" / "clip1.h5").write_bytes((tmp_path / "clip1.h5").read_bytes())
+    with pytest.raises(DataError, match=r"clip1\.h5 and .*b/clip1\.h5 share the clip name 'clip1'"):
+        load_registered([*sorted(tmp_path.glob("*.h5")), tmp_path / "b" / "clip1.h5"], fm.joint_names)
     with h5py.File(tmp_path / "clip1.h5", "a") as f:
         del f["marker_sites"]
     with pytest.raises(DataError, match=r"clip1\.h5: field 'marker_sites'"):

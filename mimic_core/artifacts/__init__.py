@@ -11,7 +11,7 @@ Readers raise `mimic_core.errors.DataError` naming the file and the field; write
   twin truth          data/raw/twin/truth/*.h5     TwinTruth          read/write_truth
   twin raw EMG        data/raw/twin/emg/*.h5       EmgData            read/write_twin_emg
 """
-from mimic_core.artifacts._checks import names, text
+from mimic_core.artifacts._checks import check_clip_names, clip_file, names, text
 from mimic_core.artifacts.prepared_emg import PreparedEmg, read_prepared_emg, write_prepared_emg
 from mimic_core.artifacts.prepared_keypoints import (PreparedKeypoints, read_prepared_keypoints,
                                                      write_prepared_keypoints)
@@ -21,7 +21,7 @@ from mimic_core.artifacts.truth import TwinTruth, read_truth, write_truth
 from mimic_core.artifacts.twin_emg import EMG_UNITS, EmgData, read_twin_emg, write_twin_emg
 
 __all__ = [
-    "names", "text",
+    "check_clip_names", "clip_file", "names", "text",
     "PreparedKeypoints", "read_prepared_keypoints", "write_prepared_keypoints",
     "PreparedEmg", "read_prepared_emg", "write_prepared_emg",
     "RegisteredClip", "read_registered", "write_registered",

@@ -9,7 +9,9 @@ import contextlib
 import math
 import numbers
 import os
+import re
 import unicodedata
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import h5py
@@ -120,6 +122,37 @@ def check_names(path: str | None, field: str, names: Any, count: int) -> tuple[s
     if dups:
         raise DataError(path, field, f"duplicate names: {dups}")
     return checked
+
+
+# Clip names become file names (`<dir>/<clip>.h5`), so they are data, never paths: letters, digits,
+# '.', '_' and '-', starting with a letter or digit (so never '.', '..' or a hidden file), no '..',
+# and unique even where the file system ignores case.
+CLIP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_clip_names(path: Any, field: str, clip_names: Sequence[str]) -> list[str]:
+    """Clip names that are safe as file names and unique (case-insensitively); else a DataError naming them."""
+    p = path_str(path) if path is not None else None
+    out = []
+    for name in clip_names:
+        name = check_name(p, field, name)
+        if not CLIP_NAME.fullmatch(name) or ".." in name:
+            raise DataError(p, field, f"clip name {name!r} cannot be a file name: use letters, digits, '.', '_' "
+                            "and '-' (starting with a letter or digit, no '..', at most 128 characters)")
+        out.append(name)
+    seen: dict[str, str] = {}
+    for name in out:
+        if name.casefold() in seen:
+            raise DataError(p, field, f"duplicate clip names {seen[name.casefold()]!r} and {name!r} "
+                            "(each clip needs a file name of its own)")
+        seen[name.casefold()] = name
+    return out
+
+
+def clip_file(directory: str | os.PathLike, clip: str, suffix: str = ".h5") -> Path:
+    """`<directory>/<clip><suffix>`, after checking that the clip name cannot leave the directory."""
+    check_clip_names(directory, "clip name", [clip])
+    return Path(directory) / f"{clip}{suffix}"
 
 
 def names(raw: Any, path: str | os.PathLike | None = None, field: str | None = None) -> list[str]:

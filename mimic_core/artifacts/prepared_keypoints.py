@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mimic_core.artifacts._checks import check_names, check_rate, finite_array, names, read_h5, text
+from mimic_core.artifacts._checks import check_clip_names, check_names, check_rate, finite_array, names, read_h5, text
 from mimic_core.errors import DataError
 from mimic_core.io import write_h5
 
@@ -30,6 +30,7 @@ class PreparedKeypoints:
 
 def write_prepared_keypoints(path: str | os.PathLike, kp: PreparedKeypoints) -> None:
     """Write the prepared keypoints (float32), atomically and deterministically."""
+    check_clip_names(path, "clip_names", kp.clip_names)
     write_h5(path, {
         "keypoints": kp.keypoints.astype(np.float32),
         "valid": kp.valid,
@@ -52,7 +53,8 @@ def read_prepared_keypoints(path: str | os.PathLike) -> PreparedKeypoints:
                         f"{d['valid'].shape}")
     if a["units"] is not None and text(p, "units", a["units"]) != "m":
         raise DataError(p, "units", f"prepared keypoints are in metres, the file says {a['units']!r}")
-    clips = list(check_names(p, "clip_names", names(d["clip_names"], p, "clip_names"), kp.shape[0]))
+    clips = check_clip_names(p, "clip_names", check_names(p, "clip_names", names(d["clip_names"], p, "clip_names"),
+                                                          kp.shape[0]))
     kp_names = check_names(p, "kp_names", names(d["kp_names"], p, "kp_names"), kp.shape[2])
     valid = d["valid"] & np.isfinite(kp).all(-1)
     return PreparedKeypoints(clips, kp_names, np.where(valid[..., None], kp, np.nan), valid,

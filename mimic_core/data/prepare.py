@@ -52,9 +52,24 @@ def cut_clip(x: np.ndarray, start: int, n: int, source: str) -> np.ndarray:
     return x[start:start + n]
 
 
+def clips_by_stem(files: list[Path], what: str) -> dict[str, Path]:
+    """{clip name: file}, a clip named by its file's stem; two files of one name (in two folders) are an
+    error naming both, since clips are paired and written by name."""
+    by_stem: dict[str, Path] = {}
+    for f in files:
+        other = next((g for s, g in by_stem.items() if s.casefold() == f.stem.casefold()), None)
+        if other is not None:
+            raise DataError(what, "clip names", f"{other} and {f} give the same clip name {f.stem!r}; "
+                            "rename one (clips are paired and written by name)")
+        by_stem[f.stem] = f
+    artifacts.check_clip_names(what, "clip names", list(by_stem))
+    return by_stem
+
+
 def prepare_keypoints(files: list[Path], kp_cfg: KeypointSource, keypoint_names: tuple[str, ...],
                       clip_cfg: ClipWindow) -> PreparedKeypoints:
     """Load, convert and cut every keypoint file."""
+    clips_by_stem(files, kp_cfg.glob)
     start, n = clip_cfg.start_frame, clip_cfg.n_frames
     clips, arrays, fps = [], [], None
     for path in files:
@@ -79,7 +94,7 @@ def envelope_truth_r(envelopes: np.ndarray, clip_names: list[str], onsets_s: lis
     n = envelopes.shape[1]
     truth = []
     for clip, onset in zip(clip_names, onsets_s):
-        path = truth_dir / f"{clip}.h5"
+        path = artifacts.clip_file(truth_dir, clip)
         true = artifacts.read_truth(path)
         act, names, fps = true.activation, true.muscle_names, true.fps
         if not np.isclose(fps, emg_cfg.fps):
@@ -137,7 +152,7 @@ def run_prepare(params: Mapping[str, Any] | Params, out_dir: str | Path, metrics
     emg_out = None
     if data.emg.glob:
         emg_cfg = p.prepare.emg
-        by_stem = {f.stem: f for f in find_files(data.emg.glob, "data.emg.glob")}
+        by_stem = clips_by_stem(find_files(data.emg.glob, "data.emg.glob"), data.emg.glob)
         missing = [c for c in kp.clip_names if c not in by_stem]
         if missing:
             raise DataError(data.emg.glob, "clips", f"no EMG file for clips {missing}")

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mimic_core.data import loaders
-from mimic_core.data.prepare import find_files, select_keypoints
+from mimic_core.data.prepare import clips_by_stem, find_files, select_keypoints
 from mimic_core.errors import DataError
 from mimic_core.io import write_json
 from mimic_core.model import load_forelimb
@@ -54,13 +54,13 @@ def register_glob(params: Mapping[str, Any], pattern: str, units: str, fps: floa
     one HDF5 per clip into `out_dir` if given."""
     fm = load_forelimb(params["model"]["xml"], params["model"]["keypoint_map"])
     files = find_files(pattern, "--glob")
+    clips = list(clips_by_stem(files, pattern))
     kds = [loaders.load_keypoints(f, fmt, units=units, fps=fps) for f in files]
     lengths = sorted({kd.keypoints.shape[0] for kd in kds})
     if len(lengths) != 1:
         raise DataError(pattern, "frames", f"clips differ in length ({lengths} frames); register them one by one")
     x = np.stack([select_keypoints(kd, fm.keypoint_names) for kd in kds])
     cfg, off0 = stac_settings(params)
-    clips = [f.stem for f in files]
     reg = register_clips(fm, x, clips, fm.keypoint_names, fps, cfg, off0, source=pattern, log=log)
     cutoff = hf_cutoff(params)
     metrics = registration_metrics(reg, label, fm.joint_names, hf_cutoff_hz=cutoff)

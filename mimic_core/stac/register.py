@@ -200,7 +200,7 @@ def cramer_rao_joint_rmse_deg(fm: ForelimbModel, truth_dir: Path, clips: Sequenc
         return None
     var = []
     for clip in clips:
-        true = artifacts.read_truth(truth_dir / f"{clip}.h5")
+        true = artifacts.read_truth(artifacts.clip_file(truth_dir, clip))
         var.append(cramer_rao_joint_var(fm, true.qpos, true.offsets, sigma_mm * 1e-3))
     rmse = np.degrees(np.sqrt(np.mean(np.concatenate(var), axis=0)))
     return {"all": float(np.sqrt(np.mean(rmse ** 2))), **dict(zip(fm.joint_names, map(float, rmse))),
@@ -246,7 +246,7 @@ def registration_metrics(reg: Registration, label: str, joint_names: Sequence[st
     if truth_dir:
         dq, dv, doff = [], [], []
         for i, clip in enumerate(reg.clip_names):
-            true = artifacts.read_truth(Path(truth_dir) / f"{clip}.h5")
+            true = artifacts.read_truth(artifacts.clip_file(truth_dir, clip))
             dq.append(reg.qpos[i] - true.qpos)
             dv.append(reg.qvel[i] - true.qvel)
             doff.append(np.linalg.norm(reg.offsets[i] - true.offsets, axis=-1) * 1e3)
@@ -305,7 +305,7 @@ def write_registrations(out_dir: Path, reg: Registration, fm: ForelimbModel, par
               "stac": dict(params.get("stac", {}))}
     with atomic_dir(out_dir) as tmp:
         for c, clip in enumerate(reg.clip_names):
-            write_registered_h5(tmp / f"{clip}.h5", reg, c, fm, config, label)
+            write_registered_h5(artifacts.clip_file(tmp, clip), reg, c, fm, config, label)
 
 
 def _keypoint_map(fm: ForelimbModel) -> dict[str, str]:

@@ -101,7 +101,11 @@ def load_registered(paths: Sequence[str | Path], joint_names: Sequence[str], fps
                         "(pass the rate for files that do not store it)")
     if label is None:
         label = labels.pop() if len(labels) == 1 else "unknown"
-    return ReferenceClips([p.stem for p in paths], list(joint_names), np.stack(qpos), np.stack(qvel),
+    stems = [p.stem for p in paths]
+    dup = next((p for i, p in enumerate(paths) if p.stem in stems[:i]), None)
+    if dup is not None:   # clips are scored, split and reported by name
+        raise DataError(dup, "clip name", f"{paths[stems.index(dup.stem)]} and {dup} share the clip name {dup.stem!r}")
+    return ReferenceClips(stems, list(joint_names), np.stack(qpos), np.stack(qvel),
                           np.stack(offsets), np.stack(sites), rates.pop(), label)
 
 
