@@ -347,6 +347,137 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(trainer, tmp_path):
     assert all(np.isfinite(x).all() for x in _leaves(restored.params))
 
 
+WALL_CLOCK = ("seconds", "steps_per_s")
+
+
+def _same_rows(a, b):
+    """Rows equal in every column but the wall-clock ones."""
+    strip = [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in a]
+    assert strip == [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in b]
+
+
+class _Interrupt:
+    """A progress callback that raises KeyboardInterrupt once iteration `at` has run (before its checkpoint)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def __call__(self, row):
+        if row["iteration"] == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="module")
+def straight(trainer, tmp_path_factory):
+    from mimic_core.track.run import fit
+
+    return fit(trainer, jax.random.PRNGKey(3), tmp_path_factory.mktemp("straight"))
+
+
+@pytest.mark.parametrize("at", [1, 2, 3])
+def test_rows_survive_an_interrupt_at_any_iteration(trainer, straight, tmp_path, at):
+    """The metrics rows are saved inside each checkpoint: a resume gives the uninterrupted run's rows."""
+    from mimic_core.track.run import fit
+
+    assert trainer.n_iterations == 3
+    with pytest.raises(KeyboardInterrupt):
+        fit(trainer, jax.random.PRNGKey(3), tmp_path, _Interrupt(at))
+    state, rows = fit(trainer, jax.random.PRNGKey(3), tmp_path)
+    _same_rows(rows, straight[1])
+    for x, y in zip(_leaves(state.params), _leaves(straight[0].params)):
+        np.testing.assert_array_equal(x, y)
+
+
+def _flip_a_byte(step_dir):
+    big = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(big.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    big.write_bytes(bytes(data))
+
+
+def _truncate(step_dir):
+    big = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    big.write_bytes(big.read_bytes()[: big.stat().st_size // 2])
+
+
+def _bad_metadata(step_dir):
+    for p in step_dir.rglob("*metadata*"):
+        if p.is_file():
+            p.write_text("{not json")
+
+
+def _bad_rows(step_dir):
+    for p in (step_dir / "log").rglob("*"):
+        if p.is_file():
+            p.write_text('{"rows": [], "state_sha256": "0"}')
+
+
+def _emptied(step_dir):
+    import shutil
+
+    shutil.rmtree(step_dir)
+    step_dir.mkdir()
+
+
+@pytest.mark.parametrize("damage", [_flip_a_byte, _truncate, _bad_metadata, _bad_rows, _emptied])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(trainer, straight, tmp_path, damage):
+    from mimic_core.track.run import fit
+
+    fit(trainer, jax.random.PRNGKey(3), tmp_path)          # keeps checkpoints 2 and 3
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["2", "3"]
+    damage(tmp_path / "3")
+    lines = []
+    state, rows = fit(trainer, jax.random.PRNGKey(3), tmp_path, log=lines.append)
+    assert len(lines) == 1 and "checkpoint" in lines[0] and "3" in lines[0] and "damaged" in lines[0], lines
+    _same_rows(rows, straight[1])
+    for x, y in zip(_leaves(state.params), _leaves(straight[0].params)):
+        np.testing.assert_array_equal(x, y)
+
+
+KILLED = r"""
+import os, signal, sys, jax
+sys.path.insert(0, {tests!r})
+from test_track import TINY, _clips, KMAP
+from mimic_core.model import load_forelimb
+from mimic_core.track.config import track_config
+from mimic_core.track.env import ImitationEnv
+from mimic_core.track.run import fit
+from mimic_core.track.train import make_train
+fm = load_forelimb(None, KMAP)
+cfg = track_config(TINY, 0.15)
+tr = make_train(cfg, ImitationEnv(fm.model, _clips(fm), cfg.env, cfg.physics, 0.15))
+def progress(row):
+    if row["iteration"] == {at}:
+        os.kill(os.getpid(), signal.{sig})
+fit(tr, jax.random.PRNGKey(3), {ckpt!r}, progress)
+"""
+
+
+@pytest.mark.parametrize("sig, at", [("SIGKILL", 2), ("SIGINT", 3)])
+def test_rows_survive_a_real_signal(trainer, straight, tmp_path, sig, at):
+    """A process killed (no cleanup at all) or interrupted mid-run: the resumed run's rows are the straight run's."""
+    from mimic_core.track.run import fit
+
+    code = KILLED.format(tests=str(Path(__file__).parent), at=at, sig=sig, ckpt=str(tmp_path))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode != 0 and (sig != "SIGINT" or "KeyboardInterrupt" in res.stderr), res.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit())[-1] == str(at - 1)
+    state, rows = fit(trainer, jax.random.PRNGKey(3), tmp_path)
+    _same_rows(rows, straight[1])
+
+
+def test_no_good_checkpoint_is_one_clear_error(trainer, tmp_path):
+    from mimic_core.track.run import CheckpointError, fit
+
+    fit(trainer, jax.random.PRNGKey(3), tmp_path)
+    for step in ("2", "3"):
+        _bad_rows(tmp_path / step)
+    lines = []
+    with pytest.raises(CheckpointError, match=r"no checkpoint can be read back whole.*delete the folder"):
+        fit(trainer, jax.random.PRNGKey(3), tmp_path, log=lines.append)
+    assert len(lines) == 2
+
+
 # -- multi-device -----------------------------------------------------------------------------
 
 MULTI = r"""

@@ -91,7 +91,8 @@ def train_cmd(weight, registered, out, metrics_csv, checkpoints, params_path):
                             f"(joint {row['reward_joint']:.3f} ctrl {row['reward_ctrl']:.3f} "
                             f"energy {row['reward_energy']:.3f}) | joint error {row['joint_error_deg']:.2f} deg")
 
-    meta = run_train(params, weight, Path(out), Path(metrics_csv), Path(checkpoints), progress, registered)
+    meta = run_train(params, weight, Path(out), Path(metrics_csv), Path(checkpoints), progress, registered,
+                     log=lambda line: click.echo(f"warning: {line}", err=True))
     if bar is not None:
         bar.close()
     f = meta["final"]

@@ -1,13 +1,17 @@
 """Host side of training: progress, per-iteration metrics, orbax checkpoints, the NaN guard.
 
 `fit` runs the trainer's jitted iteration in a loop. Every `checkpoint_every` iterations it
-saves the whole TrainState (orbax writes to a temporary folder and renames it), so a run
-resumed from its last checkpoint continues bit for bit as if it had never stopped. A
-non-finite loss or parameter stops the run with a clear error; the last good checkpoint stays.
+saves the whole TrainState together with every metrics row so far and a SHA-256 of the state, as
+one orbax checkpoint (written to a temporary folder and renamed), so a run resumed from its last
+checkpoint continues bit for bit, and with the same rows, as if it had never stopped. A checkpoint
+that cannot be read back whole (truncated, a flipped byte, bad metadata, an empty folder) is
+reported in one line and the newest good one is used instead. A non-finite loss or parameter
+stops the run with a clear error; the last good checkpoint stays.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -39,45 +43,91 @@ def _nonempty(tree) -> tuple[dict, list, object]:
     return {str(i): x for i, x in enumerate(leaves) if np.prod(x.shape) > 0}, leaves, treedef
 
 
-def save_state(mngr: ocp.CheckpointManager, step: int, state: TrainState) -> None:
-    mngr.save(step, args=ocp.args.StandardSave(_nonempty(state)[0]))
+class CheckpointError(MimicError):
+    """No checkpoint in the folder can be read back whole."""
+
+
+def state_digest(state: TrainState) -> str:
+    """SHA-256 over every leaf's dtype, shape and bytes: what a restored checkpoint must match."""
+    h = hashlib.sha256()
+    for x in jax.tree_util.tree_leaves(jax.device_get(state)):
+        x = np.ascontiguousarray(x)
+        h.update(f"{x.dtype.str}{x.shape}".encode())
+        h.update(x.tobytes())
+    return h.hexdigest()
+
+
+def save_state(mngr: ocp.CheckpointManager, step: int, state: TrainState, rows: list[dict] = ()) -> None:
+    """One checkpoint: the state, the metrics rows up to `step`, and the state's digest."""
+    log = {"rows": list(rows), "state_sha256": state_digest(state)}
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_nonempty(state)[0]),
+                                            log=ocp.args.JsonSave(log)))
     mngr.wait_until_finished()
 
 
-def restore_state(mngr: ocp.CheckpointManager, step: int, abstract: TrainState) -> TrainState:
+def restore_checkpoint(mngr: ocp.CheckpointManager, step: int, abstract: TrainState) -> tuple[TrainState, list[dict]]:
+    """The state and rows of one checkpoint, checked against its digest; any fault raises."""
     target, leaves, treedef = _nonempty(abstract)
-    saved = mngr.restore(step, args=ocp.args.StandardRestore(target))
-    full = [saved[str(i)] if str(i) in saved else np.zeros(x.shape, x.dtype) for i, x in enumerate(leaves)]
-    return jax.tree_util.tree_unflatten(treedef, full)
+    saved = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                                       log=ocp.args.JsonRestore()))
+    arrays, log = saved["state"], saved["log"]
+    full = [arrays[str(i)] if str(i) in arrays else np.zeros(x.shape, x.dtype) for i, x in enumerate(leaves)]
+    state = jax.tree_util.tree_unflatten(treedef, full)
+    if state_digest(state) != log["state_sha256"]:
+        raise ValueError("the restored state does not match its SHA-256 (a changed byte)")
+    rows = [dict(r) for r in log["rows"]]
+    if [r["iteration"] for r in rows] != list(range(1, step + 1)) or int(state.iteration) != step:
+        raise ValueError(f"its metrics rows or state are not those of iterations 1-{step}")
+    return state, rows
 
 
-def _read_rows(path: Path, upto: int) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open() as f:
-        rows = [{k: (int(v) if k in ("iteration", "env_steps") else float(v)) for k, v in r.items()}
-                for r in csv.DictReader(f)]
-    return [r for r in rows if r["iteration"] <= upto]
+def restore_state(mngr: ocp.CheckpointManager, step: int, abstract: TrainState) -> TrainState:
+    return restore_checkpoint(mngr, step, abstract)[0]
+
+
+def resume(mngr: ocp.CheckpointManager, ckpt_dir: Path, abstract: TrainState,
+           log: Callable[[str], None] | None = None) -> tuple[TrainState, list[dict]] | None:
+    """The newest checkpoint that reads back whole (state and rows), or None when there is none.
+
+    A bad one is reported in one line through `log` and the next older one is tried; when every
+    checkpoint is bad, a CheckpointError names the folder.
+    """
+    mngr.reload()
+    steps = sorted(mngr.all_steps(), reverse=True)
+    for step in steps:
+        try:
+            return restore_checkpoint(mngr, step, abstract)
+        except Exception as e:   # orbax, tensorstore and JSON raise many types for a damaged folder
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            if log:
+                log(f"checkpoint {ckpt_dir / str(step)} is damaged ({type(e).__name__}: {why}); "
+                    "trying the one before it")
+    if steps:
+        raise CheckpointError(f"{ckpt_dir}: no checkpoint can be read back whole (steps {sorted(steps)}); "
+                              "delete the folder to train from the start")
+    return None
 
 
 def fit(trainer: Trainer, key: jax.Array, ckpt_dir: Path, progress: Callable[[dict], None] | None = None,
-        stop_after: int | None = None, state: TrainState | None = None) -> tuple[TrainState, list[dict]]:
+        stop_after: int | None = None, state: TrainState | None = None,
+        log: Callable[[str], None] | None = None) -> tuple[TrainState, list[dict]]:
     """Train to the end (or `stop_after` iterations), resuming from `ckpt_dir` when it holds a checkpoint.
 
-    Returns the final state and one metrics row per iteration (resumed rows included).
+    Returns the final state and one metrics row per iteration (resumed rows included). `state`
+    starts from a given state instead (its earlier rows are not known); `log` reports a damaged
+    checkpoint that was skipped.
     """
     ckpt_dir = Path(ckpt_dir)
     mngr = _manager(ckpt_dir)
-    rows_path = ckpt_dir / "metrics.csv"
     abstract = jax.eval_shape(trainer.init, key)
+    rows: list[dict] = []
     if state is None:
-        latest = mngr.latest_step()
-        if latest is not None:
-            state = place(restore_state(mngr, latest, abstract), trainer.mesh)
+        found = resume(mngr, ckpt_dir, abstract, log)
+        if found is not None:
+            state, rows = place(found[0], trainer.mesh), found[1]
         else:
             state = trainer.jit_init(key)
     start = int(state.iteration)
-    rows = _read_rows(rows_path, start)
     step = trainer.jit_iteration
     end = trainer.n_iterations if stop_after is None else min(trainer.n_iterations, stop_after)
     t0, steps0 = time.perf_counter(), int(state.env_steps)
@@ -97,9 +147,7 @@ def fit(trainer: Trainer, key: jax.Array, ckpt_dir: Path, progress: Callable[[di
         if progress:
             progress(row)
         if (it + 1) % every == 0 or it + 1 == end:
-            save_state(mngr, it + 1, state)
-            with atomic_path(rows_path) as tmp:
-                _write_rows(tmp, rows)
+            save_state(mngr, it + 1, state, rows)
     mngr.close()
     return state, rows
 

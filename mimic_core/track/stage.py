@@ -61,8 +61,9 @@ def _same_number(w, key: str) -> bool:
 
 def run_train(params: Mapping[str, Any] | Params, weight: str, out_dir: Path, metrics_csv: Path, ckpt_root: Path,
               progress: Callable[[dict], None] | None = None, registered: str | None = None,
-              stop_after: int | None = None) -> dict:
-    """Train one policy of the sweep; resumes from its checkpoints when the settings are the same."""
+              stop_after: int | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Train one policy of the sweep; resumes from its newest good checkpoint when the settings are the same
+    (`log`: where a damaged checkpoint that was skipped is reported)."""
     from mimic_core.track.run import fit, save_policy, write_rows
     from mimic_core.track.train import make_train
 
@@ -75,7 +76,7 @@ def run_train(params: Mapping[str, Any] | Params, weight: str, out_dir: Path, me
     reference_md5 = hashlib.md5(np.ascontiguousarray(clips.qpos).tobytes()).hexdigest()
     h = params_hash({**settings, "reference_md5": reference_md5})
     ckpt = Path(ckpt_root) / f"{weight_key(w)}-{h}"
-    state, rows = fit(trainer, jax.random.PRNGKey(cfg.ppo.seed), ckpt, progress, stop_after=stop_after)
+    state, rows = fit(trainer, jax.random.PRNGKey(cfg.ppo.seed), ckpt, progress, stop_after=stop_after, log=log)
     last = rows[-1] if rows else {}
     meta = {"ctrl_cost_weight": weight_key(w), "data": clips.label, "settings_hash": h,
             "iterations": int(state.iteration), "env_steps": int(state.env_steps),
