@@ -187,12 +187,28 @@ class ModelSection(Section):
     emg_muscles: dict[Str, Str]
 
 
+def _brackets_one(v: list) -> list:
+    if not v[0] < 1 < v[1]:
+        raise ValueError(f"expected [low, high] with low < 1 < high, got {v}")
+    return v
+
+
+class Plausibility(Section):
+    """`data.keypoints.plausibility`: keypoints checked against the model's geometry before any fit."""
+
+    check: Bool
+    distance_ratio: Annotated[list[PosFloat], Field(min_length=2, max_length=2), AfterValidator(_brackets_one)]
+    anchored_motion_ratio: PosFloat
+    anchored_floor_ratio: PosFloat
+
+
 class KeypointSource(Section):
     glob: Annotated[str, Strict(), Field(min_length=1)]
     format: Literal["stac_h5", "sleap_anipose_h5", "anipose_csv"]
     units: Literal["m", "mm", "cm"]
     fps: PosFloat
     names: list[Str] | None
+    plausibility: Plausibility
 
 
 class EmgSource(Section):

@@ -78,6 +78,9 @@ def _load_with_mode(params_path: str, mode: str | None) -> dict:
     return params
 
 
+SKIPPED = "--no-plausibility-check"
+
+
 @click.command("register-clip")
 @click.option("--keypoints", "keypoints_path", required=True, type=click.Path(dir_okay=False),
               help="The clip's keypoints (any supported format).")
@@ -91,15 +94,20 @@ def _load_with_mode(params_path: str, mode: str | None) -> dict:
 @click.option("--model", "model_xml", type=click.Path(dir_okay=False), default=None,
               help="MJCF model (default: model.xml in params).")
 @click.option("--keypoint-map", default=None, help="Keypoint to body map, e.g. 'Shoulder=scapula,Elbow=elbow,Wrist=wrist_body'.")
+@click.option("--no-plausibility-check", "skip_plausibility", is_flag=True,
+              help="Do not check the keypoints against the model's geometry (units, swapped keypoints); "
+                   "recorded in the metrics.")
 @mode_option
 @params_option
 @clear_errors
-def register_clip_cmd(keypoints_path, out_path, fmt, units, fps, names, model_xml, keypoint_map, mode, params_path):
+def register_clip_cmd(keypoints_path, out_path, fmt, units, fps, names, model_xml, keypoint_map, skip_plausibility,
+                      mode, params_path):
     """Register one clip file to the model with STAC (JAX) and print its error."""
     from mimic_core.stac.files import register_file
 
     m = register_file(_load_with_mode(params_path, mode), Path(keypoints_path), Path(out_path), fmt, units, fps,
-                      names.split(",") if names else None, model_xml, parse_keypoint_map(keypoint_map))
+                      names.split(",") if names else None, model_xml, parse_keypoint_map(keypoint_map),
+                      plausibility_override=SKIPPED if skip_plausibility else None)
     e = m["keypoint_error_mm"]
     click.echo(f"{Path(keypoints_path).stem}: keypoint error mean {e['mean']:.3f} mm, median {e['median']:.3f} mm "
                f"({_per_keypoint(e)}) -> {out_path}")
@@ -114,15 +122,19 @@ def register_clip_cmd(keypoints_path, out_path, fmt, units, fps, names, model_xm
 @click.option("--label", type=click.Choice(["real", "synthetic"]), required=True, help="What the data are.")
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None, help="Write one HDF5 per clip here.")
 @click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False), required=True)
+@click.option("--no-plausibility-check", "skip_plausibility", is_flag=True,
+              help="Do not check the keypoints against the model's geometry (units, swapped keypoints); "
+                   "recorded in the metrics.")
 @mode_option
 @params_option
 @clear_errors
-def register_clips_cmd(pattern, fmt, units, fps, label, out_dir, metrics_path, mode, params_path):
+def register_clips_cmd(pattern, fmt, units, fps, label, out_dir, metrics_path, skip_plausibility, mode, params_path):
     """Register a folder of clips at once (e.g. the real clips) and write their metrics."""
     from mimic_core.stac.files import register_glob
 
     m = register_glob(_load_with_mode(params_path, mode), pattern, units, fps, label, Path(metrics_path),
-                      Path(out_dir) if out_dir else None, fmt, log=click.echo)
+                      Path(out_dir) if out_dir else None, fmt, log=click.echo,
+                      plausibility_override=SKIPPED if skip_plausibility else None)
     e = m["keypoint_error_mm"]
     click.echo(f"registered {m['n_clips']} clips ({label}): mean {e['mean']:.3f} mm, median {e['median']:.3f} mm "
                f"({_per_keypoint(e)})")

@@ -20,8 +20,10 @@ from mimic_core.artifacts import PreparedEmg, PreparedKeypoints
 from mimic_core.config import ClipWindow, KeypointSource, Params, PrepareEmg, TwinSection, as_params
 from mimic_core.data import emg as emg_proc
 from mimic_core.data import loaders
+from mimic_core.data.plausible import check_clips_plausible
 from mimic_core.errors import DataError, ParamsError
 from mimic_core.io import atomic_dir, write_json
+from mimic_core.model import load_forelimb
 
 
 def find_files(pattern: str, what: str) -> list[Path]:
@@ -139,8 +141,11 @@ def run_prepare(params: Mapping[str, Any] | Params, out_dir: str | Path, metrics
     data = p.data
     label = data.label
     kp_names = tuple(p.model.keypoint_map)
-    kp = prepare_keypoints(find_files(data.keypoints.glob, "data.keypoints.glob"), data.keypoints,
-                           kp_names, p.prepare.clip)
+    files = find_files(data.keypoints.glob, "data.keypoints.glob")
+    kp = prepare_keypoints(files, data.keypoints, kp_names, p.prepare.clip)
+    fm = load_forelimb(p.model.xml, p.model.keypoint_map)
+    plausibility = check_clips_plausible(fm, kp.keypoints, kp.clip_names, files, data.keypoints.plausibility,
+                                         data.keypoints.units)
     metrics: dict[str, Any] = {
         "data": label,
         "n_clips": len(kp.clip_names),
@@ -148,6 +153,7 @@ def run_prepare(params: Mapping[str, Any] | Params, out_dir: str | Path, metrics
         "fps": kp.fps,
         "keypoints": {"names": list(kp_names),
                       "missing_fraction": float(1.0 - kp.valid.mean())},
+        "keypoint_plausibility": plausibility,
     }
     emg_out = None
     if data.emg.glob:

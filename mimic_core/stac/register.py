@@ -21,6 +21,7 @@ import yaml
 
 from mimic_core import artifacts
 from mimic_core.config import Params, as_params
+from mimic_core.data.plausible import check_clips_plausible
 from mimic_core.errors import DataError
 from mimic_core.io import atomic_dir, write_json
 from mimic_core.model import ForelimbModel, body_names, keypoint_positions
@@ -288,11 +289,14 @@ def run_register(params: Mapping[str, Any], prepared: Path, out_dir: Path, metri
     kp = artifacts.read_prepared_keypoints(prepared)
     label = kp.label
     cfg, off0 = stac_settings(p)
+    plausibility = check_clips_plausible(fm, kp.keypoints, kp.clip_names, [prepared] * len(kp.clip_names),
+                                         p.data.keypoints.plausibility, "m", log)
     reg = register_clips(fm, kp.keypoints, kp.clip_names, kp.kp_names, kp.fps, cfg, off0, source=str(prepared),
                          log=log)
     truth = p.data.truth_dir or None
     metrics = registration_metrics(reg, label, fm.joint_names, hf_cutoff_hz=p.stac.hf_cutoff_hz,
                                    truth_dir=Path(truth) if truth else None, fm=fm)
+    metrics["keypoint_plausibility"] = plausibility
     write_registrations(out_dir, reg, fm, params, label)
     write_json(metrics_path, metrics)
     return metrics
