@@ -210,6 +210,34 @@ def test_cli_errors(lorenz_csv):
     assert r.exit_code == 1 and "past the last" in r.output
 
 
+def test_cli_an_exclusion_radius_that_removes_every_neighbour_is_an_error(lorenz_csv):
+    from click.testing import CliRunner
+    from bench.cli.tools import simplex_cmd
+
+    args = ["--csv", str(lorenz_csv), "--columns", "V1", "--target", "V1", "--lib", "1", "300", "--pred", "301", "590",
+            "--exclusion-radius", "5000"]
+    for extra in ([], ["--json"], ["--E", "1-3"]):
+        r = CliRunner().invoke(simplex_cmd, [*args, *extra])
+        assert r.exit_code == 1 and r.output.startswith("error: ") and "no row could be predicted" in r.output, \
+            r.output
+
+
+def test_cli_columns_with_spaces_and_duplicate_names(tmp_path):
+    from click.testing import CliRunner
+    from bench.cli.tools import simplex_cmd
+
+    t = np.arange(200)
+    p = tmp_path / "d.csv"
+    p.write_text("joint angle,b\n" + "".join(f"{np.sin(0.3 * i)},{np.cos(0.2 * i)}\n" for i in t))
+    base = ["--target", "b", "--lib", "1", "100", "--pred", "101", "190", "--json"]
+    r = CliRunner().invoke(simplex_cmd, ["--csv", str(p), "--columns", "joint angle,b", *base])
+    assert r.exit_code == 0 and json.loads(r.output)["n"] > 0, r.output
+    dup = tmp_path / "dup.csv"
+    dup.write_text("a,a,b\n" + "".join(f"{i},{-i},{i % 7}\n" for i in t))
+    r = CliRunner().invoke(simplex_cmd, ["--csv", str(dup), "--columns", "a", *base])
+    assert r.exit_code == 1 and "dup.csv" in r.output and "duplicate column names ['a']" in r.output, r.output
+
+
 def test_dataframe_non_numeric_cells():
     import pandas as pd
 

@@ -676,3 +676,17 @@ def test_real_registered_clips_load_as_references(fm):
     from mimic_core.model import keypoint_positions
 
     np.testing.assert_allclose(keypoint_positions(fm, clips.qpos[0], clips.offsets[0]), clips.sites[0], atol=2e-6)
+
+
+def test_policy_folders_are_found_by_number(tmp_path):
+    from mimic_core.track.stage import policy_folder
+
+    assert policy_folder(tmp_path, 0.15) == tmp_path / "0.15"          # absent: the canonical name
+    (tmp_path / "0.150").mkdir()                                        # `train --ctrl-cost 0.150 --out .../0.150`
+    assert policy_folder(tmp_path, 0.15) == tmp_path / "0.150"
+    assert policy_folder(tmp_path, 0.1) == tmp_path / "0.1"
+    (tmp_path / "1.5e-1").mkdir()
+    with pytest.raises(DataError, match=r"several policy folders for weight 0.15: \['0.150', '1.5e-1'\]"):
+        policy_folder(tmp_path, 0.15)
+    (tmp_path / "0.15").mkdir()
+    assert policy_folder(tmp_path, 0.15) == tmp_path / "0.15"          # the canonical one wins

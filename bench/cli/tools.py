@@ -191,9 +191,14 @@ def _pairs(values) -> list[int]:
     return [int(v) for pair in values for v in pair]
 
 
+_NOTHING_PREDICTED = ("no row could be predicted: the library leaves no neighbours for any prediction row "
+                      "(exclusion radius {r}); lower --exclusion-radius or widen --lib")
+
+
 @click.command("simplex")
 @click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False), help="Input CSV (header row).")
-@click.option("--columns", required=True, help='Embedding columns, space separated: "a b".')
+@click.option("--columns", required=True,
+              help='Embedding columns, space separated ("a b"), or comma separated for names with spaces ("a b,c").')
 @click.option("--target", required=True, help="Target column.")
 @click.option("--E", "E", default="3", show_default=True, help="Embedding dimension, or a range 1-10 to scan.")
 @click.option("--tau", default="-1", show_default=True, help="Delay (non-zero; negative = past lags).")
@@ -215,7 +220,8 @@ def simplex_cmd(csv_path, columns, target, E, tau, Tp, lib, pred, exclusion_radi
 
     from mimic_core.edm import load_csv, simplex, simplex_scan
 
-    cols = columns.replace(",", " ").split()
+    cols = [c.strip() for c in columns.split(",")] if "," in columns else columns.split()
+    cols = [c for c in cols if c]
     if not cols:
         raise DataError(csv_path, "columns", "no columns given")
     Es = parse_int_range(E, "E")
@@ -227,6 +233,8 @@ def simplex_cmd(csv_path, columns, target, E, tau, Tp, lib, pred, exclusion_radi
         if len(Es) == 1 and len(Tps) == 1 and len(taus) == 1:
             res = simplex(data, cols, target, libp, predp, E=Es[0], Tp=Tps[0], tau=taus[0],
                           exclusion_radius=exclusion_radius, names=names)
+            if res.n == 0:
+                raise DataError(csv_path, "--exclusion-radius", _NOTHING_PREDICTED.format(r=exclusion_radius))
             if out_path:
                 from mimic_core.io import atomic_path
                 with atomic_path(out_path) as tmp:
@@ -252,6 +260,12 @@ def simplex_cmd(csv_path, columns, target, E, tau, Tp, lib, pred, exclusion_radi
                 rows.append({"E": e_, "tau": ta, "Tp": tp, "rho": float(scan["rho"][i, j, k, 0]),
                              "mae": float(scan["mae"][i, j, k, 0]), "rmse": float(scan["rmse"][i, j, k, 0]),
                              "n": int(scan["n"][i, j, k, 0])})
+    empty = [r for r in rows if r["n"] == 0]
+    if len(empty) == len(rows):
+        raise DataError(csv_path, "--exclusion-radius", _NOTHING_PREDICTED.format(r=exclusion_radius))
+    for r in empty:
+        click.echo(f"warning: E={r['E']} tau={r['tau']} Tp={r['Tp']}: no row could be predicted (rho is null)",
+                   err=True)
     keys = [k for k, vals in (("E", Es), ("tau", taus), ("Tp", Tps)) if len(vals) > 1]
     table = pd.DataFrame(rows)[keys + ["rho", "mae", "rmse", "n"]]
     if out_path:

@@ -68,6 +68,17 @@ def _col_index(spec, names, what: str) -> list[int]:
     return out
 
 
+def _header(path: str | os.PathLike) -> list[str]:
+    """The CSV's first row as written (pandas renames duplicate names)."""
+    import csv
+
+    try:
+        with open(path, newline="") as f:
+            return next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(path, None, f"cannot read CSV: {e}") from None
+
+
 def load_csv(path: str | os.PathLike, columns: Sequence[str], targets: Sequence[str]):
     """Read a CSV; returns (data (N, C) float64, names).  Missing columns, non-numeric cells and
     NaN cells in the named columns are DataErrors naming the column and the row."""
@@ -80,6 +91,10 @@ def load_csv(path: str | os.PathLike, columns: Sequence[str], targets: Sequence[
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DataError(path, None, f"cannot read CSV: {e}") from None
     names = [str(c) for c in df.columns]
+    header = _header(path)
+    dups = sorted({c for c in header if header.count(c) > 1})
+    if dups:   # pandas would rename them (a, a.1) and a name would silently pick one
+        raise DataError(path, "header", f"duplicate column names {dups}: each column needs a name of its own")
     need = list(dict.fromkeys(list(columns) + list(targets)))
     for c in need:
         if c not in names:

@@ -148,6 +148,19 @@ def summary_line(key: str, m: Mapping[str, Any]) -> str:
     return line + f", action HF power {e['action_hf_power']:.3f}"
 
 
+def policy_folder(policies_dir: Path, weight: float) -> Path:
+    """`<policies_dir>/<weight>`, the weight as params write it (0.15); a folder named another way for the same
+    number (0.150, 1.5e-1) is taken when it is the only one, since `train --out` is the user's path."""
+    exact = policies_dir / weight_key(weight)
+    if exact.is_dir() or not policies_dir.is_dir():
+        return exact
+    same = sorted(d for d in policies_dir.iterdir() if d.is_dir() and _same_number(weight, d.name))
+    if len(same) > 1:
+        raise DataError(policies_dir, None, f"several policy folders for weight {weight_key(weight)}: "
+                        f"{[d.name for d in same]}; keep one")
+    return same[0] if same else exact
+
+
 def run_evaluate(params: Mapping[str, Any] | Params, policies_dir: Path, out_dir: Path, metrics_path: Path,
                  registered: str | None = None, echo: Callable[[str], None] = print) -> dict:
     """The stage: every weight of the sweep, rollouts into `out_dir`, metrics keyed by weight, and the
@@ -162,7 +175,7 @@ def run_evaluate(params: Mapping[str, Any] | Params, policies_dir: Path, out_dir
     with atomic_dir(out_dir) as tmp:
         for w in ws:
             key = weight_key(w)
-            policy = Path(policies_dir) / key
+            policy = policy_folder(Path(policies_dir), w)
             ev = evaluate_policy(p, policy, registered, truth_dir=truth)
             expected = held_out_split(ev.clips.clip_names, ev.cfg.held_out_fraction, ev.cfg.held_out_seed)
             if not np.array_equal(ev.held, expected):
