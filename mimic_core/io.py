@@ -1,6 +1,8 @@
 """Atomic artifact writing: write to a temp path beside the target, then rename.
 
-A crash or an error leaves either the old file or no file, never a half-written one.
+A crash or an error leaves either the old file or no file, never a half-written one. A run
+killed mid-write (SIGKILL) leaves its temp path behind; the next write to the same target removes
+it (temp names carry the writer's pid, and only those of processes that no longer run are removed).
 """
 from __future__ import annotations
 
@@ -14,6 +16,43 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # someone else's process: alive
+        return True
+    return True
+
+
+def _temp_prefix(path: Path) -> str:
+    """Temp names carry the writer's pid (`.<name>.<pid>.`), so a later run can tell a killed run's leftovers."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def clean_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Remove temp files and folders beside `path` left by writers that no longer run (killed mid-write);
+    those of live processes are kept. Returns what was removed."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    start = f".{path.name}."
+    for p in path.parent.iterdir():
+        if not p.name.startswith(start):
+            continue
+        pid = p.name[len(start):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -25,8 +64,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """Yield a temporary path in the target's folder; rename it onto `path` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(path)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix if suffix is not None else ".tmp", dir=path.parent
+        prefix=_temp_prefix(path), suffix=suffix if suffix is not None else ".tmp", dir=path.parent
     )
     os.close(fd)
     tmp = Path(tmp)
@@ -62,13 +102,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `path`; on success it replaces `path` whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    clean_leftovers(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())    # mkdtemp makes 0700
     try:
         yield tmp
         old = None
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path) + "old.", dir=path.parent))
             os.replace(path, old / path.name)
         os.replace(tmp, path)
         if old is not None:

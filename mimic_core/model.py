@@ -101,6 +101,8 @@ class ForelimbModel:
 def load_forelimb(xml: str | os.PathLike | None, keypoint_map: Mapping[str, str]) -> ForelimbModel:
     """Load a model and resolve its keypoint map. The pipeline expects hinge/slide joints only."""
     model = load_model(xml)
+    if model.njnt == 0:
+        raise ModelError(f"{xml or DEFAULT_MODEL_XML}: the model has no joints: nothing to register or control")
     if model.nq != model.nv:
         raise ModelError(f"{xml}: expected only hinge/slide joints (nq == nv), got nq={model.nq}, nv={model.nv}")
     ids = keypoint_bodies(model, keypoint_map)

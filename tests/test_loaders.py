@@ -234,6 +234,71 @@ def test_writers_are_atomic(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]  # no temp files left
 
 
+@pytest.mark.parametrize("edit, match", [
+    (lambda f: f[::-1], r"row 2: frame number 18 after 19 goes backwards"),
+    (lambda f: f + (np.arange(len(f)) >= 2), r"row 3: frame number 3 after 1 skips frames"),
+    (lambda f: np.r_[f[:1], f[:-1]], r"row 2: frame number 0 after 0 goes backwards or repeats"),
+])
+def test_anipose_frame_numbers_must_be_consecutive(tmp_path, edit, match):
+    import pandas as pd
+
+    path = tmp_path / "t.csv"
+    write_anipose_csv(path, clip(), NAMES)
+    assert load_anipose_csv(path, units="mm", fps=200.0).keypoints.shape[0] == 20
+    df = pd.read_csv(path)
+    df["fnum"] = edit(df["fnum"].to_numpy())
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError, match=rf"t\.csv: field 'fnum': {match}"):
+        load_anipose_csv(path, units="mm", fps=200.0)
+
+
+KILLED_MID_WRITE = r"""
+import os, signal, sys
+from mimic_core.io import atomic_dir, atomic_path
+with atomic_dir(sys.argv[1]) as d:
+    (d / "half").write_text("x")
+    with atomic_path(sys.argv[2]) as t:
+        t.write_text("half")
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_writers_leftovers_are_removed_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    from mimic_core.io import atomic_dir, clean_leftovers, write_json
+
+    out, metrics = tmp_path / "prepared", tmp_path / "m.json"
+    res = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(out), str(metrics)], capture_output=True)
+    assert res.returncode == -9
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 2 and all(n.startswith((".prepared.", ".m.json.")) for n in left), left
+    live = tmp_path / f".prepared.{os.getppid()}.abc"          # a live writer's temp folder is kept
+    live.mkdir()
+    with atomic_dir(out) as d:
+        (d / "x").write_text("x")
+    write_json(metrics, {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "m.json", "prepared"])
+    assert clean_leftovers(out) == []
+
+
+def test_an_os_error_is_one_clear_line(tmp_path):
+    import click
+    from click.testing import CliRunner
+
+    from bench.cli.common import clear_errors
+
+    @click.command()
+    @clear_errors
+    def full_disk():
+        raise OSError(28, "No space left on device", str(tmp_path / "out.h5"))
+
+    res = CliRunner().invoke(full_disk)
+    assert res.exit_code == 1
+    assert res.output == f"error: {tmp_path / 'out.h5'}: No space left on device\n"
+
+
 def test_written_files_follow_the_umask(tmp_path):
     """The temporary file or folder is renamed into place: its mode must be an ordinary one
     (mkstemp's 0600 / mkdtemp's 0700 would hide results from the rest of a lab's group)."""

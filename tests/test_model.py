@@ -468,6 +468,14 @@ def test_keypoint_map_naming_a_missing_body_lists_the_model_bodies():
         load_forelimb(None, {})
 
 
+def test_a_model_without_joints_is_refused(tmp_path):
+    xml = tmp_path / "still.xml"
+    xml.write_text("<mujoco><worldbody>" + "".join(f"<body name='{b}'><geom size='0.001'/></body>"
+                                                    for b in ("scapula", "elbow", "wrist_body")) + "</worldbody></mujoco>")
+    with pytest.raises(ModelError, match=r"still\.xml: the model has no joints"):
+        load_forelimb(xml, {"Shoulder": "scapula", "Elbow": "elbow", "Wrist": "wrist_body"})
+
+
 def test_missing_muscle_lists_the_actuators(model):
     with pytest.raises(ModelError) as e:
         actuator_ids(model, ["Pec_C", "Deltoid"])

@@ -162,3 +162,15 @@ def test_two_files_of_one_clip_name_are_refused(small_twin, tmp_path):
     with pytest.raises(DataError, match=r"TRIAL02\.h5 and .*trial02\.h5 give the same clip name"):
         run_prepare(p, tmp_path / "out", tmp_path / "m.json")
     assert not (tmp_path / "out").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_a_failed_metrics_write_leaves_the_old_data(small_twin, tmp_path):
+    out = tmp_path / "out"
+    run_prepare(params_for(small_twin), out, tmp_path / "m.json")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (tmp_path / "m2.json").mkdir()                         # the metrics cannot be written there
+    p = params_for(small_twin)
+    p["prepare"]["clip"]["n_frames"] = 90                   # another result
+    with pytest.raises(OSError):
+        run_prepare(p, out, tmp_path / "m2.json")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -3,6 +3,7 @@ whether they are a stage's input or its output (tests/test_dvc_wiring.py checks 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -18,6 +19,13 @@ def clear_errors(fn):
             return fn(*args, **kwargs)
         except MimicError as e:
             click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except OSError as e:        # a read-only folder, a full disk, a vanished mount
+            where = ": ".join(os.fspath(f) for f in (e.filename, e.filename2) if f is not None)
+            click.echo(f"error: {where + ': ' if where else ''}{e.strerror or e}", err=True)
+            sys.exit(1)
+        except MemoryError:
+            click.echo("error: out of memory (a scan or a batch too large for this machine?)", err=True)
             sys.exit(1)
     return wrapper
 

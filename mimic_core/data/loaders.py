@@ -260,8 +260,25 @@ def load_anipose_csv(path: str | os.PathLike, *, units: str, fps: float) -> Keyp
                 raise DataError(p, col, f"row {r + 1}: infinite value "
                                         "(an empty cell marks a missing point; infinity is not allowed)")
             kp[:, k, a] = values
+    if "fnum" in index:
+        _check_frame_numbers(p, rows.iloc[:, index["fnum"]].str.strip())
     kp = _keypoint_array(p, "keypoint columns (<name>_x/_y/_z)", kp, names)
     return KeypointData(kp * scale, names, fps, p)
+
+
+def _check_frame_numbers(p: str, cells: "pd.Series") -> None:
+    """anipose's `fnum`: whole numbers rising by one per row, since the rows are read as consecutive frames."""
+    values = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (values != np.round(values))
+    if bad.any():
+        r = int(np.argmax(bad))
+        raise DataError(p, "fnum", f"row {r + 1}: frame number {cells.iloc[r]!r} is not a whole number")
+    step = np.diff(values)
+    if (step != 1).any():
+        r = int(np.argmax(step != 1)) + 1
+        what = "goes backwards or repeats" if step[r - 1] < 1 else "skips frames"
+        raise DataError(p, "fnum", f"row {r + 1}: frame number {int(values[r])} after {int(values[r - 1])} {what}; "
+                        "the rows must be consecutive frames in order")
 
 
 # --------------------------------------------------------------------------- anipose writer

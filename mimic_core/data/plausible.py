@@ -86,7 +86,8 @@ def check_keypoints(geom: Geometry, keypoints: np.ndarray, clip_names: Sequence[
         return {"checked": False, "why": why}
     lo, hi = cfg.distance_ratio
     k = len(geom.names)
-    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    # Keypoints on one point of the model (two on one body, both at its origin) give no length to compare.
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k) if geom.dist_max[i, j] > 1e-9]
     ratios: dict[str, list[float]] = {f"{geom.names[i]}-{geom.names[j]}": [] for i, j in pairs}
     anchored: dict[str, list[float]] = {geom.names[i]: [] for i in range(k) if geom.anchored[i]}
     for c, name in enumerate(clip_names):

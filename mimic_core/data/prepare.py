@@ -180,5 +180,5 @@ def run_prepare(params: Mapping[str, Any] | Params, out_dir: str | Path, metrics
             artifacts.write_prepared_emg(tmp / "emg.h5", PreparedEmg(
                 env, channels, kp.clip_names, np.array(onsets), scale, float(p.prepare.emg.fps),
                 float(p.prepare.emg.epoch_s), label))
-    write_json(metrics_path, metrics)
+        write_json(metrics_path, metrics)   # before the data replace the old: a failed write leaves both old
     return metrics

@@ -297,19 +297,22 @@ def run_register(params: Mapping[str, Any], prepared: Path, out_dir: Path, metri
     metrics = registration_metrics(reg, label, fm.joint_names, hf_cutoff_hz=p.stac.hf_cutoff_hz,
                                    truth_dir=Path(truth) if truth else None, fm=fm)
     metrics["keypoint_plausibility"] = plausibility
-    write_registrations(out_dir, reg, fm, params, label)
-    write_json(metrics_path, metrics)
+    write_registrations(out_dir, reg, fm, params, label, before_replace=lambda: write_json(metrics_path, metrics))
     return metrics
 
 
 def write_registrations(out_dir: Path, reg: Registration, fm: ForelimbModel, params: Mapping[str, Any],
-                        label: str) -> None:
-    """One HDF5 per clip into `out_dir`, replaced whole; each records the settings it was made with."""
+                        label: str, before_replace=None) -> None:
+    """One HDF5 per clip into `out_dir`, replaced whole; each records the settings it was made with.
+    `before_replace` runs once every clip is written, before the folder replaces the old one (the
+    metrics: a failure there leaves the old clips and the old metrics together)."""
     config = {"model": Path(fm.xml).name, "keypoint_map": _keypoint_map(fm),
               "stac": dict(params.get("stac", {}))}
     with atomic_dir(out_dir) as tmp:
         for c, clip in enumerate(reg.clip_names):
             write_registered_h5(artifacts.clip_file(tmp, clip), reg, c, fm, config, label)
+        if before_replace is not None:
+            before_replace()
 
 
 def _keypoint_map(fm: ForelimbModel) -> dict[str, str]:
