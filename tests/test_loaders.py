@@ -1042,3 +1042,36 @@ def test_structures_check_themselves():
         EmgData(np.zeros((5,)), ("a",), 100.0, None, "made.h5")
     with pytest.raises(DataError, match="path"):
         write_anipose_csv(None, clip(), NAMES)
+
+
+SWALLOWS_CTRL_C = r"""
+import time, click
+from bench.cli.common import clear_errors
+
+@click.command()
+@clear_errors
+def stubborn():
+    print("ready", flush=True)
+    for _ in range(600):                 # as if a C call or a library swallowed the first Ctrl-C
+        try:
+            time.sleep(0.1)
+        except KeyboardInterrupt:
+            print("swallowed", flush=True)
+
+stubborn()
+"""
+
+
+def test_ctrl_c_twice_ends_any_command_at_once():
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", SWALLOWS_CTRL_C], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout.readline().strip() == "swallowed"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)   # a bound on a hang, not a timing check
+    assert proc.returncode == 130 and "interrupted twice" in err

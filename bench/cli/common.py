@@ -4,17 +4,56 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 
 import click
 
 from mimic_core.errors import MimicError
 
 
+def _exit_on_second_interrupt():
+    """Ctrl-C once raises KeyboardInterrupt as usual; twice exits at once with status 130, even when the first
+    never reached Python (an XLA compile or another C call that holds the main thread, or code that swallowed
+    it). The C-level signal handler writes each signal to a wakeup pipe at once; a watcher thread counts
+    them. Outputs are written atomically and checkpoints whole, so the hard exit leaves nothing half-written.
+    Returns the function that undoes it."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    try:
+        old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    except ValueError:          # not the main thread of the main interpreter
+        os.close(r), os.close(w)
+        return lambda: None
+
+    def watch():
+        n = 0
+        while True:
+            try:
+                data = os.read(r, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            n += data.count(bytes([signal.SIGINT]))
+            if n >= 2:
+                os.write(2, b"\ninterrupted twice: exiting now\n")
+                os._exit(130)
+
+    threading.Thread(target=watch, name="mimic-bench-interrupts", daemon=True).start()
+
+    def undo():
+        signal.set_wakeup_fd(old)
+        os.close(w)             # the watcher reads EOF and ends
+    return undo
+
+
 def clear_errors(fn):
-    """Report pipeline errors as one clear line and exit 1, without a traceback."""
+    """Report pipeline errors as one clear line and exit 1, without a traceback; Ctrl-C twice exits at once."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        undo = _exit_on_second_interrupt() if threading.current_thread() is threading.main_thread() else None
         try:
             return fn(*args, **kwargs)
         except MimicError as e:
@@ -27,6 +66,9 @@ def clear_errors(fn):
         except MemoryError:
             click.echo("error: out of memory (a scan or a batch too large for this machine?)", err=True)
             sys.exit(1)
+        finally:
+            if undo is not None:
+                undo()
     return wrapper
 
 
