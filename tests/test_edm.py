@@ -170,7 +170,7 @@ def lorenz_csv(tmp_path_factory):
 
 def test_cli_json_and_out(lorenz_csv, tmp_path):
     from click.testing import CliRunner
-    from bench.cli.tools import simplex_cmd
+    from bench.cli.edm import simplex_cmd
 
     out = tmp_path / "pred.csv"
     r = CliRunner().invoke(simplex_cmd, ["--csv", str(lorenz_csv), "--columns", "V1 V3", "--target", "V1",
@@ -189,7 +189,7 @@ def test_cli_json_and_out(lorenz_csv, tmp_path):
 
 def test_cli_scan_table(lorenz_csv):
     from click.testing import CliRunner
-    from bench.cli.tools import simplex_cmd
+    from bench.cli.edm import simplex_cmd
 
     r = CliRunner().invoke(simplex_cmd, ["--csv", str(lorenz_csv), "--columns", "V1", "--target", "V1",
                                          "--E", "1-4", "--Tp", "1", "--lib", "1", "300", "--pred", "301", "590"])
@@ -200,7 +200,7 @@ def test_cli_scan_table(lorenz_csv):
 
 def test_cli_errors(lorenz_csv):
     from click.testing import CliRunner
-    from bench.cli.tools import simplex_cmd
+    from bench.cli.edm import simplex_cmd
 
     r = CliRunner().invoke(simplex_cmd, ["--csv", str(lorenz_csv), "--columns", "nope", "--target", "V1",
                                          "--lib", "1", "300", "--pred", "301", "590"])
@@ -212,7 +212,7 @@ def test_cli_errors(lorenz_csv):
 
 def test_cli_an_exclusion_radius_that_removes_every_neighbour_is_an_error(lorenz_csv):
     from click.testing import CliRunner
-    from bench.cli.tools import simplex_cmd
+    from bench.cli.edm import simplex_cmd
 
     args = ["--csv", str(lorenz_csv), "--columns", "V1", "--target", "V1", "--lib", "1", "300", "--pred", "301", "590",
             "--exclusion-radius", "5000"]
@@ -224,7 +224,7 @@ def test_cli_an_exclusion_radius_that_removes_every_neighbour_is_an_error(lorenz
 
 def test_cli_columns_with_spaces_and_duplicate_names(tmp_path):
     from click.testing import CliRunner
-    from bench.cli.tools import simplex_cmd
+    from bench.cli.edm import simplex_cmd
 
     t = np.arange(200)
     p = tmp_path / "d.csv"

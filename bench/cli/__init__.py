@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import click
 
-from bench.cli import benchmarks, stages, tools
+from bench.cli import benchmarks, edm, stages, tools
 
 SECTIONS = {
     "Pipeline stages (dvc.yaml runs them; paths are arguments)": stages.COMMANDS,
-    "Tools (one clip, one policy, one CSV, two revisions)": tools.COMMANDS,
+    "Tools (one clip, one policy, two revisions)": tools.COMMANDS,
+    "EDM on a CSV (pyEDM 2.x semantics)": edm.COMMANDS,
     "Benchmarks": benchmarks.COMMANDS,
 }
 

@@ -4,6 +4,29 @@ from __future__ import annotations
 from functools import cache, partial
 
 
+def stats(obs, proj, valid):
+    """rho, MAE, RMSE, max error and n over the finite (obs, proj) pairs of valid rows, as pyEDM's
+    ComputeError (NaN below 5 pairs); traceable JAX."""
+    import jax.numpy as jnp
+
+    valid = valid & jnp.isfinite(proj) & jnp.isfinite(obs)
+    n = jnp.sum(valid)
+    nf = jnp.maximum(n, 1).astype(obs.dtype)
+    o = jnp.where(valid, obs, 0.0)
+    p = jnp.where(valid, proj, 0.0)
+    do = jnp.where(valid, o - jnp.sum(o) / nf, 0.0)
+    dp = jnp.where(valid, p - jnp.sum(p) / nf, 0.0)
+    rho = jnp.sum(do * dp) / jnp.sqrt(jnp.sum(do * do) * jnp.sum(dp * dp))
+    err = o - p
+    mae = jnp.sum(jnp.abs(err)) / nf
+    rmse = jnp.sqrt(jnp.sum(err * err) / nf)
+    mxe = jnp.max(jnp.where(valid, err, -jnp.inf))
+    few = n < 5
+    nan = jnp.nan
+    return (jnp.where(few, nan, rho), jnp.where(few, nan, mae), jnp.where(few, nan, rmse),
+            jnp.where(few, nan, mxe), n)
+
+
 @cache
 def kernel():
     """Build the jit-compiled projection: ``lax.map`` over (tau, E) embeddings, ``vmap`` over Tp
@@ -12,24 +35,6 @@ def kernel():
     import jax
     import jax.numpy as jnp
     from jax import lax
-
-    def stats(obs, proj, valid):
-        valid = valid & jnp.isfinite(proj) & jnp.isfinite(obs)
-        n = jnp.sum(valid)
-        nf = jnp.maximum(n, 1).astype(obs.dtype)
-        o = jnp.where(valid, obs, 0.0)
-        p = jnp.where(valid, proj, 0.0)
-        do = jnp.where(valid, o - jnp.sum(o) / nf, 0.0)
-        dp = jnp.where(valid, p - jnp.sum(p) / nf, 0.0)
-        rho = jnp.sum(do * dp) / jnp.sqrt(jnp.sum(do * do) * jnp.sum(dp * dp))
-        err = o - p
-        mae = jnp.sum(jnp.abs(err)) / nf
-        rmse = jnp.sqrt(jnp.sum(err * err) / nf)
-        mxe = jnp.max(jnp.where(valid, err, -jnp.inf))
-        few = n < 5
-        nan = jnp.nan
-        return (jnp.where(few, nan, rho), jnp.where(few, nan, mae), jnp.where(few, nan, rmse),
-                jnp.where(few, nan, mxe), n)
 
     @partial(jax.jit, static_argnames=("want_proj",))
     def run(idx, d, chosen, obs_row, pred_valid, Tps, Y, *, want_proj):
