@@ -388,16 +388,23 @@ def test_rows_survive_an_interrupt_at_any_iteration(trainer, straight, tmp_path,
         np.testing.assert_array_equal(x, y)
 
 
+def _array_data(step_dir):
+    """The files that hold the arrays' bytes (OCDBT data files under a `d/` folder), not metadata or sharding."""
+    files = sorted(p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d")
+    assert files, sorted(p.name for p in (step_dir / "state").rglob("*"))
+    return files
+
+
 def _flip_a_byte(step_dir):
-    big = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-    data = bytearray(big.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    big.write_bytes(bytes(data))
+    for f in _array_data(step_dir):
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        f.write_bytes(bytes(data))
 
 
 def _truncate(step_dir):
-    big = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-    big.write_bytes(big.read_bytes()[: big.stat().st_size // 2])
+    for f in _array_data(step_dir):
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
 
 
 def _bad_metadata(step_dir):
@@ -453,9 +460,9 @@ fit(tr, jax.random.PRNGKey(3), {ckpt!r}, progress)
 """
 
 
-@pytest.mark.parametrize("sig, at", [("SIGKILL", 2), ("SIGINT", 3)])
+@pytest.mark.parametrize("sig, at", [("SIGKILL", 2)])   # SIGINT is KeyboardInterrupt: the in-process test above
 def test_rows_survive_a_real_signal(trainer, straight, tmp_path, sig, at):
-    """A process killed (no cleanup at all) or interrupted mid-run: the resumed run's rows are the straight run's."""
+    """A process killed mid-run (no cleanup at all): the resumed run's rows are the straight run's."""
     from mimic_core.track.run import fit
 
     code = KILLED.format(tests=str(Path(__file__).parent), at=at, sig=sig, ckpt=str(tmp_path))

@@ -43,8 +43,17 @@ def paper_env(fm, paper_cfg):
 
 
 @pytest.fixture(scope="module")
-def paper_step(paper_env):
-    return jax.jit(paper_env.step)   # one compile of the RK4 + CG step for every test
+def logic_env(fm, paper_cfg):
+    """The paper profile's env on Euler physics. The frame hold, the action clamp, the costs, the reset and
+    the termination rule do not depend on the integrator, and this step compiles in a fraction of the time
+    of RK4 + CG (which the training and rollout tests below compile)."""
+    physics = dataclasses.replace(paper_cfg.physics, integrator="euler", iterations=1, ls_iterations=1)
+    return ImitationEnv(fm.model, _clips(fm, n_clips=2), paper_cfg.env, physics, 0.1)
+
+
+@pytest.fixture(scope="module")
+def paper_step(logic_env):
+    return jax.jit(logic_env.step)   # one compile of the step for every test
 
 
 def test_the_paper_profile_is_the_original_setup():
@@ -59,8 +68,8 @@ def test_the_paper_profile_is_the_original_setup():
     assert c.ppo.unrolls_per_update == 2 and c.ppo.learning_rate == 1e-4
 
 
-def test_each_reference_frame_is_the_target_of_two_control_steps(paper_env, paper_step):
-    env = paper_env
+def test_each_reference_frame_is_the_target_of_two_control_steps(logic_env, paper_step):
+    env = logic_env
     assert env.hold == 2
     s = env.reset_to(jnp.int32(1), jnp.int32(3), jax.random.PRNGKey(0))
     frames, step = [], paper_step
@@ -73,8 +82,8 @@ def test_each_reference_frame_is_the_target_of_two_control_steps(paper_env, pape
                                np.asarray(env.ref.qpos[1, 6] - s.pipeline_state.qpos), atol=1e-6)
 
 
-def test_clamped_actions_are_off_below_zero_and_the_cost_is_on_the_action(paper_env, paper_step):
-    env = paper_env
+def test_clamped_actions_are_off_below_zero_and_the_cost_is_on_the_action(logic_env, paper_step):
+    env = logic_env
     a = jnp.array([-1.0, -0.3, 0.0, 0.2, 0.5, 0.8, 1.0, 1.5, -2.0])
     np.testing.assert_allclose(np.asarray(env.controls(a)), [0, 0, 0, 0.2, 0.5, 0.8, 1, 1, 0], atol=1e-7)
     s = env.reset_to(jnp.int32(0), jnp.int32(0), jax.random.PRNGKey(0))
@@ -99,8 +108,8 @@ def test_joint_space_energy_is_capped(paper_env):
     assert float(env.energy(d)) == pytest.approx(2.0 * 1.75)
 
 
-def test_reset_is_at_rest_and_only_a_nan_ends_an_episode(paper_env, paper_step):
-    env = paper_env
+def test_reset_is_at_rest_and_only_a_nan_ends_an_episode(logic_env, paper_step):
+    env = logic_env
     s = env.reset_to(jnp.int32(0), jnp.int32(2), jax.random.PRNGKey(0))
     assert float(jnp.abs(s.pipeline_state.qvel).max()) == 0.0
     # a pose far from the reference: no termination on error under termination_error_deg: null
