@@ -62,3 +62,20 @@ def stage_paths(stage: str, root: str | os.PathLike | None = None) -> dict[str, 
     ctx = command.make_context(argv[0], argv[1:])
     return {p.name: Path(ctx.params[p.name]) for p in command.params
             if isinstance(p.type, (InputPath, OutputPath, StatePath)) and ctx.params.get(p.name) is not None}
+
+
+def edm_frame(name: str, extra: dict | None = None):
+    """An EDM test data set: pyEDM's sample data by name, ``ties`` (integer series full of tied and zero
+    distances), or one of ``extra`` (name -> function)."""
+    import numpy as np
+    import pandas as pd
+    import pyEDM
+
+    if extra and name in extra:
+        return extra[name]()
+    if name == "ties":
+        rng = np.random.default_rng(1)
+        n = 300
+        return pd.DataFrame({"t": np.arange(n), "a": rng.integers(0, 4, n).astype(float),
+                             "b": ((np.arange(n) * 7) % 11).astype(float)})
+    return pyEDM.sampleData[name]

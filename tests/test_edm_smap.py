@@ -13,18 +13,13 @@ from click.testing import CliRunner
 from bench.cli import main
 from mimic_core.edm.smap import predict_nonlinear, smap
 from mimic_core.errors import DataError
+from helpers import edm_frame
 
 pyEDM = pytest.importorskip("pyEDM")
 TOL = 1e-6
 
 
-def _ties(n=300, seed=1):
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({"t": np.arange(n), "a": rng.integers(0, 4, n).astype(float),
-                         "b": ((np.arange(n) * 7) % 11).astype(float)})
 
-
-DATA = {"ties": _ties}
 # (data set, column, target, lib, pred, E, Tp, tau, theta, exclusionRadius)
 CASES = [
     ("Lorenz5D", "V1", "V1", "1 200", "201 400", 3, 1, -1, 2.0, 0),        # disjoint
@@ -41,7 +36,7 @@ CASES = [
 
 
 def _frame(name):
-    return DATA[name]() if name in DATA else pyEDM.sampleData[name]
+    return edm_frame(name)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)).replace(" ", "_"))

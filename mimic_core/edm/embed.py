@@ -13,6 +13,14 @@ def _check(E: int, tau: int) -> None:
         raise DataError(None, "tau", "tau must be non-zero")
 
 
+def check_args(E: int, tau: int, exclusion_radius: int) -> tuple[int, int, int]:
+    """(E, tau, exclusion_radius) as ints, or a DataError naming the bad one."""
+    _check(E, tau)
+    if int(exclusion_radius) < 0:
+        raise DataError(None, "exclusion_radius", f"must be >= 0, got {exclusion_radius}")
+    return int(E), int(tau), int(exclusion_radius)
+
+
 def embed(data, E: int, tau: int = -1) -> np.ndarray:
     """Delay-embed every column of ``data`` (N, C) -> (N, E*C), float64.
 

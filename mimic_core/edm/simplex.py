@@ -212,17 +212,21 @@ def shuffled_targets(y: np.ndarray, n_surrogates: int, seed: int) -> np.ndarray:
 
 def simplex_surrogates(data, columns, target, lib, pred, E: int = 3, Tp: int = 1, tau: int = -1,
                        exclusion_radius: int = 0, n_surrogates: int = 100, seed: int = 0,
-                       names: Sequence[str] | None = None) -> SurrogateResult:
-    """Observed rho against target-shuffled surrogates (the target series permuted, the
-    embedding and its neighbours unchanged), all in one compiled call.  Each surrogate is
-    scored as a full re-run with the shuffled series as target (observations shuffled too)."""
+                       names: Sequence[str] | None = None, method: str = "random_shuffle",
+                       clips=None) -> SurrogateResult:
+    """Observed rho against surrogate targets (``surrogates.make_surrogates``: ``random_shuffle``,
+    ``ebisuzaki``, ``clip_ebisuzaki``, ``clip_swap``; the clip methods need a label per row in ``clips``),
+    the embedding and its neighbours unchanged, all in one compiled call.  Each surrogate is scored as a
+    full re-run with the surrogate series as target (observations replaced too)."""
+    from mimic_core.edm.surrogates import make_surrogates
+
     if int(n_surrogates) < 1:
         raise DataError(None, "n_surrogates", f"must be >= 1, got {n_surrogates}")
     arr, cols, tgts = prepare(data, columns, target, names)
     if len(tgts) != 1:
         raise DataError(None, "target", "surrogates take one target column")
     y = arr[:, tgts[0]]
-    Y = np.concatenate([y[None, :], shuffled_targets(y, n_surrogates, seed)])
+    Y = np.concatenate([y[None, :], make_surrogates(y, method, n_surrogates, seed, clips)])
     plan, out = _run(arr, cols, Y, lib, pred, [E], [tau], [Tp], exclusion_radius, want_proj=False)
     rho, mae, rmse, _, nn = (o[0, int(E) - 1, 0] for o in out)
     p, mean, p95 = surrogate_p_value(rho[0], rho[1:])

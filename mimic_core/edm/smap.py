@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mimic_core.edm.embed import embed
+from mimic_core.edm.embed import check_args, embed
 from mimic_core.edm.indices import parse_pairs, plan as make_plan
 from mimic_core.edm.simplex import SimplexResult
 from mimic_core.edm.tables import prepare
@@ -118,13 +118,8 @@ def _run(data, cols, tgt, lib, pred, E, tau, Tp, thetas, exclusion_radius):
     import jax
     import jax.numpy as jnp
 
-    E, tau, Tp = int(E), int(tau), int(Tp)
-    if E < 1:
-        raise DataError(None, "E", f"E = {E} is invalid: must be >= 1")
-    if tau == 0:
-        raise DataError(None, "tau", "tau must be non-zero")
-    if exclusion_radius < 0:
-        raise DataError(None, "exclusion_radius", f"must be >= 0, got {exclusion_radius}")
+    E, tau, exclusion_radius = check_args(E, tau, exclusion_radius)
+    Tp = int(Tp)
     thetas = np.asarray(thetas, np.float64).reshape(-1)
     if thetas.size == 0 or not np.all(np.isfinite(thetas)) or (thetas < 0).any():
         raise DataError(None, "theta", f"theta must be finite and >= 0, got {thetas.tolist()}")
