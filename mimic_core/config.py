@@ -588,8 +588,61 @@ class Analysis(Section):
         return self
 
 
+class CcmPair(Section):
+    """One CCM over the reach epochs: joint angles and a muscle signal, `sim` (the simulated joints and the
+    simulated activation of `muscle`, per weight) or `emg` (the reference joints and an envelope channel)."""
+
+    kind: Literal["sim", "emg"]
+    muscle: Str | None = None     # sim only
+    channel: Str | None = None    # emg only
+
+    @model_validator(mode="after")
+    def _keys_of_kind(self):
+        need = {"sim": "muscle", "emg": "channel"}[self.kind]
+        for k in ("muscle", "channel"):
+            if (getattr(self, k) is None) == (k == need):
+                raise Invalid(k, f"{'needed' if k == need else 'not used'} for kind {self.kind}")
+        return self
+
+
+SurrogateMethod = Literal["random_shuffle", "ebisuzaki", "clip_ebisuzaki", "clip_swap"]
+
+
+class CcmSection(Section):
+    """`edm.ccm`: convergent cross mapping (pyEDM 2.5.7 semantics) and its surrogate tests."""
+
+    E: PosInt
+    lib_fractions: Annotated[list[Annotated[float, Strict(), Field(gt=0, le=1)]], Field(min_length=2)]
+    sample: PosInt
+    seed: NonNegInt
+    exclusion: Literal["clip"] | NonNegInt
+    surrogates: Annotated[list[SurrogateMethod], Field(min_length=1)]
+    n_surrogates: PosInt
+    pairs: Annotated[dict[Str, CcmPair], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _rising(self):
+        if any(b <= a for a, b in zip(self.lib_fractions, self.lib_fractions[1:])):
+            raise Invalid("lib_fractions", "must rise")
+        return self
+
+
+class SmapSection(Section):
+    """`edm.smap`: S-map nonlinearity (pyEDM PredictNonlinear) of each EMG envelope channel."""
+
+    E: PosInt
+    thetas: Annotated[list[NonNegFloat], Field(min_length=2)]
+    channels: Annotated[list[Str], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _has_zero(self):
+        if 0.0 not in self.thetas:
+            raise Invalid("thetas", "must include 0 (the global linear map the others are measured against)")
+        return self
+
+
 class EdmSection(Section):
-    """`edm`: simplex projection settings and the analyses."""
+    """`edm`: simplex projection settings and the analyses; CCM and S-map (absent: not run)."""
 
     tau: Int
     Tp: NonNegInt
@@ -598,6 +651,8 @@ class EdmSection(Section):
     seed: NonNegInt
     exclusion_radius: NonNegInt
     analyses: Annotated[dict[Str, Analysis], Field(min_length=1)]
+    ccm: CcmSection | None = None
+    smap: SmapSection | None = None
 
     @model_validator(mode="after")
     def _tau_not_zero(self):

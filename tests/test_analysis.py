@@ -124,7 +124,8 @@ def test_edm_known_function_high_rho_shuffled_low(data, tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "edm.json").read_text())
     analyses = set(PARAMS["edm"]["analyses"])
-    assert set(rep) == analyses | {"data", "data_sources", "settings", "emg_mae", "emg_mae_muscles"}
+    assert set(rep) == analyses | {"data", "data_sources", "settings", "emg_mae", "emg_mae_muscles", "ccm",
+                                   "smap_nonlinearity"}
     assert rep["data"] == "synthetic"
     assert rep["settings"]["n_surrogates"] == 40 and rep["settings"]["lib_clips"] == rep["settings"]["pred_clips"] == 8
     for name in analyses:
@@ -227,6 +228,54 @@ def test_edm_epoch_outside_rollout_and_fps(data, tmp_path):
         run_edm(params(), d / "rollouts", tmp_path / "fps.h5", ["0.15"])
 
 
+def test_edm_ccm_and_smap(data, tmp_path):
+    """The fixture's simulated activations are functions of the joints (0.15) or shuffled across every frame
+    (0): the joints cross-map onto the first, converging, far above both nulls, and not onto the second."""
+    d, _, _ = data
+    r = run_cli(["edm", "--rollouts", str(d / "rollouts"), "--emg", str(d / "emg.h5"),
+                 "--metrics", str(tmp_path / "edm.json")], params(), tmp_path)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "edm.json").read_text())
+    c = PARAMS["edm"]["ccm"]
+    assert set(rep["ccm"]) == set(c["pairs"])
+    M = C * (EPOCH - (c["E"] - 1))                      # rows whose lags stay in their clip
+    for name, pair in c["pairs"].items():
+        assert set(rep["ccm"][name]) == ({"reference"} if pair["kind"] == "emg" else {"0", "0.15"})
+        for v in rep["ccm"][name].values():
+            assert v["n_valid"] == M and v["lib_sizes"][-1] == M and len(v["lib_sizes"]) == len(v["rho_x_to_y"])
+            assert v["rho_x_to_y_full_library"] == pytest.approx(v["rho_x_to_y_max_lib"], abs=1e-12)
+            assert set(v["null"]) == set(c["surrogates"])
+    for name in ("sim_triceps", "sim_biceps"):
+        good, bad = rep["ccm"][name]["0.15"], rep["ccm"][name]["0"]
+        assert good["rho_x_to_y_max_lib"] > 0.9 and good["convergence"]["x_to_y"]["delta_rho"] > 0
+        assert good["null"]["clip_ebisuzaki"]["p_value"] < 0.05 and good["null"]["clip_ebisuzaki"]["mean"] < 0.5
+        assert abs(bad["rho_x_to_y_max_lib"]) < 0.3
+    sm = rep["smap_nonlinearity"]
+    assert set(sm) == set(PARAMS["edm"]["smap"]["channels"])
+    for v in sm.values():
+        assert v["theta"] == PARAMS["edm"]["smap"]["thetas"] and len(v["rho"]) == len(v["theta"])
+        assert v["rho_best"] >= v["rho_theta0"] and v["rho_gain"] == pytest.approx(v["rho_best"] - v["rho_theta0"])
+    assert rep["settings"]["ccm"]["exclusion"] == "clip"
+
+
+def test_edm_ccm_bad_params(data, tmp_path):
+    d, _, _ = data
+    for change, says in ((lambda c: c.update(lib_fractions=[0.5, 0.2]), "must rise"),
+                         (lambda c: c["pairs"].update(x={"kind": "sim", "channel": "biceps"}), "muscle"),
+                         (lambda c: c.update(surrogates=["twaddle"]), "surrogates")):
+        p = params()
+        change(p["edm"]["ccm"])
+        r = run_cli(["edm", "--rollouts", str(d / "rollouts"), "--emg", str(d / "emg.h5"),
+                     "--metrics", str(tmp_path / "edm.json")], p, tmp_path)
+        assert r.exit_code == 1 and says in r.output, r.output
+        assert not (tmp_path / "edm.json").exists()
+    p = params()
+    p["edm"]["smap"]["thetas"] = [1.0, 2.0]
+    r = run_cli(["edm", "--rollouts", str(d / "rollouts"), "--emg", str(d / "emg.h5"),
+                 "--metrics", str(tmp_path / "edm.json")], p, tmp_path)
+    assert r.exit_code == 1 and "must include 0" in r.output
+
+
 def test_edm_constant_target_is_null_not_nan(data, tmp_path):
     d, _, _ = data
     (tmp_path / "r").mkdir()
@@ -235,11 +284,14 @@ def test_edm_constant_target_is_null_not_nan(data, tmp_path):
         f["activations"][..., MUSCLES.index("Biceps_Long")] = 0.0
     p = params()
     p["edm"]["analyses"] = {"sim_biceps_from_joints": PARAMS["edm"]["analyses"]["sim_biceps_from_joints"]}
+    p["edm"]["ccm"]["pairs"] = {"sim_biceps": PARAMS["edm"]["ccm"]["pairs"]["sim_biceps"]}
     r = run_cli(["edm", "--rollouts", str(tmp_path / "r"), "--weights", "0", "--emg", str(d / "emg.h5"),
                  "--metrics", str(tmp_path / "edm.json")], p, tmp_path)
     assert r.exit_code == 0, r.output
-    v = json.loads((tmp_path / "edm.json").read_text())["sim_biceps_from_joints"]["0"]
+    rep = json.loads((tmp_path / "edm.json").read_text())
+    v = rep["sim_biceps_from_joints"]["0"]
     assert v["rho"] is None and v["p_value"] is None and "constant" in v["note"] and v["mae"] == 0.0
+    assert "constant" in rep["ccm"]["sim_biceps"]["0"]["note"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -374,3 +374,25 @@ def test_deviations_list_every_cpu_setting_with_its_reason(full):
     p = params()
     p["track"]["profile"] = "paper"
     assert deviation_rows(p, load_deviations()) == ("paper", [])
+
+
+def test_ccm_and_smap_section():
+    from bench.report.edm_extra import edm_extra_section
+    from bench.report.render import md_table
+
+    assert edm_extra_section({"data": "synthetic"}, md_table) == []
+    conv = {"rho_min_lib": 0.5, "rho_max_lib": 0.75, "kendall_tau": 1.0}
+    e = {"lib_sizes": [10, 100], "rho_x_to_y": [0.5, 0.75], "rho_y_to_x_max_lib": 0.25,
+         "convergence": {"x_to_y": conv}, "null": {"clip_swap": {"mean": 0.6, "p_value": 0.0099}}}
+    edm = {"data": "synthetic", "settings": {"ccm": {"E": 2, "exclusion": "clip", "surrogates": ["clip_swap"]},
+                                             "smap": {"E": 3}},
+           "ccm": {"sim_biceps": {"0.1": e, "0": {"note": "the target is constant"}}, "emg_biceps": {"reference": e}},
+           "smap_nonlinearity": {"triceps": {"rho": [0.6, 0.8], "rho_theta0": 0.6, "theta_best": 6.0,
+                                             "rho_best": 0.8, "rho_gain": 0.2}}}
+    text = "\n".join(edm_extra_section(edm, md_table))
+    assert "synthetic twin" in text and "no paper figure" in text
+    row = [ln for ln in text.splitlines() if ln.startswith("| emg_biceps")][0]
+    cells = [x.strip() for x in row.strip("|").split("|")]
+    assert cells[:7] == ["emg_biceps", "reference (policy-free)", "10-100", "0.500 -> 0.750", "+1.00", "0.250",
+                         "0.600 (p 0.010)"]
+    assert "the target is constant" in text and "+0.200" in text and "lambda_ctrl 0.1" in text

@@ -116,19 +116,31 @@ def bench_stac_cmd(clips, frames, baseline_clips, keypoints_path, out_path, para
 @click.option("--n-pred", default=2_000, show_default=True, type=click.IntRange(min=1), help="Prediction rows.")
 @click.option("--max-E", "max_E", default=10, show_default=True, type=click.IntRange(min=1), help="Scan E 1..max-E.")
 @click.option("--max-Tp", "max_Tp", default=10, show_default=True, type=click.IntRange(min=1), help="Scan Tp 1..max-Tp.")
-@click.option("--surrogates", default=100, show_default=True, type=click.IntRange(min=1), help="Shuffled surrogates.")
+@click.option("--surrogates", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Surrogates (shuffled, and phase-randomised).")
+@click.option("--smap-lib", default=1000, show_default=True, type=click.IntRange(min=10), help="S-map library rows.")
+@click.option("--smap-pred", default=500, show_default=True, type=click.IntRange(min=10), help="S-map predictions.")
+@click.option("--ccm-rows", default=1000, show_default=True, type=click.IntRange(min=30),
+              help="CCM rows (5 library sizes from 20 to all of them).")
+@click.option("--ccm-sample", default=100, show_default=True, type=click.IntRange(min=1), help="CCM libraries per size.")
+@click.option("--kedm/--no-kedm", default=True, show_default=True, help="Run kEDM beside them when it is installed.")
+@click.option("--pool/--no-pool", default=True, show_default=True,
+              help="Also time pyEDM.CCM with its worker pool (its default).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1),
               help="Timed repeats of each workload on each side (after one warm-up call of ours); the median is reported.")
 @click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
               help="Report path (default reports/benchmarks/edm-<backend>-<cores>.json).")
 @clear_errors
-def bench_edm_cmd(n_lib, n_pred, max_E, max_Tp, surrogates, seed, repeats, out_path):
-    """Benchmark simplex scan + surrogates: ours (JAX) vs pyEDM, same data, one run."""
+def bench_edm_cmd(n_lib, n_pred, max_E, max_Tp, surrogates, smap_lib, smap_pred, ccm_rows, ccm_sample, kedm, pool,
+                  seed, repeats, out_path):
+    """Benchmark EDM: simplex scan, surrogates, S-map, CCM: ours (JAX) vs pyEDM (and kEDM), same data, one run."""
     from bench.edm import default_out, format_table, run_benchmark
     from mimic_core.io import write_json
 
-    report = run_benchmark(n_lib, n_pred, max_E, max_Tp, surrogates, seed, repeats)
+    report = run_benchmark(n_lib, n_pred, max_E, max_Tp, surrogates, seed, repeats, smap_lib=smap_lib,
+                           smap_pred=smap_pred, ccm_rows=ccm_rows, ccm_sample=ccm_sample, kedm=kedm, pool=pool,
+                           log=lambda msg: click.echo(msg, err=True))
     out_path = out_path or default_out()
     write_json(out_path, report)
     click.echo(format_table(report))

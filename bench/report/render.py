@@ -8,6 +8,7 @@ import pandas as pd
 
 from bench.report.baselines import tracking_section
 from bench.report.deviations import deviations_section
+from bench.report.edm_extra import edm_extra_section
 from bench.report.figures import ReportSettings
 from bench.report.inputs import Collected, _is_number
 from bench.report.plots import PLOTS
@@ -47,6 +48,7 @@ def render(rows: Sequence[Row], c: Collected, s: ReportSettings, plots: Mapping[
     else:
         lines += [f"{NOT_RUN}: no per-weight metrics."]
     lines += ["", *tracking_section([(c.tracking, c.baselines), (c.tracking_real, c.baselines_real)], md_table)]
+    lines += edm_extra_section(c.edm, md_table)
     lines += deviations_section(c.track, md_table)
     lines += ["## Plots", ""]
     for name, title in PLOTS.items():

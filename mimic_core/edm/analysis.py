@@ -24,6 +24,20 @@ epoch must end before the last frame. Anything else is an error naming the clip.
 
 Significance: ``n_surrogates`` target-shuffled surrogates (the target series permuted, the
 embedding unchanged) give a null distribution of rho; p = (1 + #(null >= rho)) / (1 + n).
+
+CCM (``edm.ccm``, pyEDM 2.5.7 semantics, ``mimic_core.edm.ccm``) over the same reach epochs: every joint
+angle (E lags each) and one muscle signal, both directions, at library sizes that are fractions of the
+usable rows; rows whose lags reach into the clip before are not used (pyEDM's validLib), and with
+``exclusion: clip`` a row's neighbours never come from its own reach (the radius is an epoch less one
+row), so skill must come from other reaches.  The cross map of the joints onto the signal at the full
+library is tested against surrogate signals (``surrogates``: clip-wise phase randomisation keeps each
+reach's spectrum; a clip swap keeps everything reaches share and breaks only the pairing).  `emg` pairs
+use the reference joints and the recorded envelope, so they do not depend on the policy and are computed
+once; `sim` pairs use each policy's simulated joints and activation.
+
+S-map (``edm.smap``): rho against theta of each EMG envelope predicting itself (univariate, E lags) over
+the epochs' clip pairs, as ``predict_nonlinear``; rho rising above theta 0 (a global linear map) is the
+mark of state-dependent, nonlinear dynamics.
 """
 from __future__ import annotations
 
@@ -35,8 +49,8 @@ import numpy as np
 
 from mimic_core.analysis.rollouts import Rollout, check_frames, read_rollout, sweep_keys
 from mimic_core.artifacts import PreparedEmg, read_prepared_emg
-from mimic_core.config import EdmSection, as_params
-from mimic_core.edm.simplex import simplex_surrogates
+from mimic_core.config import CcmSection, EdmSection, SmapSection, as_params
+from mimic_core.edm.simplex import simplex_surrogates, surrogate_p_value
 from mimic_core.errors import DataError, ParamsError
 
 
@@ -116,6 +130,22 @@ def emg_table(ro: Rollout, emg: Emg, channel: str, action_muscles: Sequence[str]
     return Table(data.reshape(-1, data.shape[-1]), names, f"envelope:{channel}", n, len(ro.clip_names))
 
 
+def sim_epoch_table(ro: Rollout, emg: Emg, muscle: str, start_frame: int) -> Table:
+    """Simulated joint angles and the simulated activation of `muscle` over the reach epochs."""
+    m = ro.muscle(muscle)
+    check_frames(ro, "qpos", ["actions"])
+    act = ro["activations"]
+    if act.shape[:2] != ro["qpos"].shape[:2]:
+        raise DataError(ro.path, "activations", f"shape {act.shape} does not match qpos {ro['qpos'].shape}")
+    _, k0 = epoch_frames(emg, ro, start_frame)
+    n = emg.envelope.shape[1]
+    frames = k0[:, None] + np.arange(n)[None, :]
+    take = lambda a: np.take_along_axis(a, frames[..., None], axis=1)            # noqa: E731
+    data = np.concatenate([take(ro["qpos"]), take(act)[..., m:m + 1]], axis=-1)
+    return Table(data.reshape(-1, data.shape[-1]), [f"qpos:{j}" for j in ro.joint_names], f"activations:{muscle}",
+                 n, len(ro.clip_names))
+
+
 def library_clips(n_clips: int, lib_fraction: float, path=None, field: str | None = None) -> int:
     """How many of the first clips form the library: round(n_clips * lib_fraction), at least one of each."""
     n_lib = int(round(n_clips * lib_fraction))
@@ -176,6 +206,95 @@ def project(table: Table, E: int, s: EdmSection, path=None, field: str | None = 
     return out
 
 
+def _inside_clips(table: Table, E: int, tau: int) -> np.ndarray:
+    """(rows,) bool: rows whose E lags all lie in their own clip."""
+    shift = (E - 1) * abs(tau)
+    pos = np.tile(np.arange(table.L), table.n_clips)
+    return pos >= shift if tau < 0 else pos < table.L - shift
+
+
+def _undefined(table: Table, path, field) -> dict[str, Any] | None:
+    y = table.data[:, -1]
+    if np.ptp(y) == 0:
+        return {"note": f"the target {table.target} is constant (e.g. a muscle the policy never activates): "
+                        "no cross map", "n_valid": 0}
+    return None
+
+
+def cross_map(table: Table, c: CcmSection, tau: int, path=None, field: str | None = None) -> dict[str, Any]:
+    """CCM of the table's joints and its signal, both directions, with the convergence test and the
+    surrogate tests of the joints' cross map onto the signal at the full library -> the report entry."""
+    from mimic_core.edm.ccm import ccm, convergence, cross_map_full
+    from mimic_core.edm.surrogates import make_surrogates
+
+    bad = _undefined(table, path, field)
+    if bad:
+        return bad
+    ncol = len(table.columns)
+    ok = _inside_clips(table, c.E, tau)
+    M = int(ok.sum())
+    sizes = sorted({max(c.E + 2, int(round(f * M))) for f in c.lib_fractions})
+    excl = table.L - 1 if c.exclusion == "clip" else int(c.exclusion)
+    clips = np.repeat(np.arange(table.n_clips), table.L)
+    try:
+        r = ccm(table.data, list(range(ncol)), [ncol], sizes, sample=c.sample, E=c.E, Tp=0, tau=tau,
+                exclusion_radius=excl, seed=c.seed, valid_lib=ok)
+        y = table.data[:, ncol]
+        out: dict[str, Any] = {"n_valid": M, "lib_sizes": [int(v) for v in r.lib_sizes],
+                               "rho_x_to_y": [float(v) for v in r.rho_x_to_y],
+                               "rho_y_to_x": [float(v) for v in r.rho_y_to_x],
+                               "rho_x_to_y_max_lib": float(r.rho_x_to_y[-1]),
+                               "rho_y_to_x_max_lib": float(r.rho_y_to_x[-1]),
+                               "convergence": convergence(r), "null": {}}
+        for method in c.surrogates:
+            sur = make_surrogates(y, method, c.n_surrogates, c.seed, clips)
+            rho = cross_map_full(table.data, list(range(ncol)), np.concatenate([y[None], sur]), E=c.E, tau=tau,
+                                 exclusion_radius=excl, valid_lib=ok)
+            p, mean, p95 = surrogate_p_value(rho[0], rho[1:])
+            out["rho_x_to_y_full_library"] = float(rho[0])
+            out["null"][method] = {"mean": mean, "p95": p95, "p_value": p, "n": int(c.n_surrogates)}
+    except DataError as e:
+        if e.path is None:
+            raise DataError(path, field, e.reason) from None
+        raise
+    return _finite_or_none(out)
+
+
+def _finite_or_none(obj):
+    """NaN and inf (an undefined correlation) written as null, never as NaN."""
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_none(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def nonlinearity(table: Table, sm: SmapSection, s: EdmSection, path=None, field: str | None = None) -> dict[str, Any]:
+    """S-map rho against theta of the table's signal predicting itself over the epochs' clip pairs."""
+    from mimic_core.edm.smap import predict_nonlinear
+
+    bad = _undefined(table, path, field)
+    if bad:
+        return bad
+    lib, pred, _ = clip_pairs(table.n_clips, table.L, sm.E, s.tau, s.Tp, s.lib_fraction, path, field)
+    y = table.data[:, -1:]
+    try:
+        rows = predict_nonlinear(y, [0], [0], lib, pred, E=sm.E, Tp=s.Tp, tau=s.tau, theta=sm.thetas,
+                                 exclusion_radius=s.exclusion_radius)
+    except DataError as e:
+        if e.path is None:
+            raise DataError(path, field, e.reason) from None
+        raise
+    rho = np.array([r["rho"] for r in rows])
+    i0 = sm.thetas.index(0.0)
+    best = int(np.nanargmax(rho)) if np.isfinite(rho).any() else i0
+    return _finite_or_none({"theta": list(sm.thetas), "rho": [float(v) for v in rho], "n": int(rows[i0]["n"]),
+                            "rho_theta0": float(rho[i0]), "theta_best": float(sm.thetas[best]),
+                            "rho_best": float(rho[best]), "rho_gain": float(rho[best] - rho[i0])})
+
+
 def run_edm(params: Mapping[str, Any], rollouts_dir: str | Path, emg_path: str | Path,
             weights: Sequence[str] | None = None, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The stage: {analysis: {weight: {rho, mae, surrogate_mean, surrogate_p95, p_value, n}}, data, settings}."""
@@ -184,9 +303,13 @@ def run_edm(params: Mapping[str, Any], rollouts_dir: str | Path, emg_path: str |
     keys = sweep_keys(p, weights)
     start_frame = p.prepare.clip.start_frame
     emg_muscles = p.model.emg_muscles
-    emg = load_emg(emg_path) if any(a.kind == "emg" for a in s.analyses.values()) else None
+    needs_emg = (any(a.kind == "emg" for a in s.analyses.values()) or s.smap is not None
+                 or s.ccm is not None)   # CCM and S-map run over the reach epochs the EMG file defines
+    emg = load_emg(emg_path) if needs_emg else None
     need = {"sim": ["qpos", "activations"], "emg": ["qpos_reference", "actions"]}
-    datasets = sorted({d for a in s.analyses.values() for d in need[a.kind]})
+    datasets = sorted({d for a in s.analyses.values() for d in need[a.kind]}
+                      | ({"qpos_reference", "actions"} if (s.smap or s.ccm) else set())
+                      | ({"qpos", "activations", "actions"} if s.ccm else set()))
     report: dict[str, Any] = {name: {} for name in s.analyses}
     described: dict[str, Any] = {}
     labels = set()
@@ -212,6 +335,18 @@ def run_edm(params: Mapping[str, Any], rollouts_dir: str | Path, emg_path: str |
                 fmt = lambda x: "n/a" if x is None else f"{x:.3f}"   # noqa: E731
                 echo(f"{name} lambda_ctrl {key}: rho {fmt(v['rho'])} (surrogates mean {fmt(v['surrogate_mean'])}, "
                      f"p95 {fmt(v['surrogate_p95'])}; p {fmt(v['p_value'])}), n {v['n']}")
+    if s.ccm is not None:
+        report["ccm"] = _run_ccm(s, rollouts_dir, keys, emg, emg_path, start_frame, echo)
+    if s.smap is not None:
+        report["smap_nonlinearity"] = {}
+        for ch in s.smap.channels:
+            emg.channel(ch)
+            table = emg_table(ro, emg, ch, [], start_frame)
+            v = report["smap_nonlinearity"][ch] = nonlinearity(table, s.smap, s, emg.path, f"envelope:{ch}")
+            if echo and "rho" in v:
+                fmt = lambda x: "n/a" if x is None else f"{x:.3f}"   # noqa: E731
+                echo(f"smap {ch}: rho {fmt(v['rho_theta0'])} at theta 0, {fmt(v['rho_best'])} at theta "
+                     f"{v['theta_best']:g}")
     n_clips = len(ro.clip_names)
     n_lib = library_clips(n_clips, s.lib_fraction)
     labels_all = labels | ({emg.label} if emg is not None else set())
@@ -228,3 +363,27 @@ def run_edm(params: Mapping[str, Any], rollouts_dir: str | Path, emg_path: str |
         report["emg_mae"] = emg_mae(epochs)
         report["emg_mae_muscles"] = epochs["muscles"]
     return report
+
+
+def _run_ccm(s: EdmSection, rollouts_dir, keys, emg: Emg, emg_path, start_frame: int, echo) -> dict[str, Any]:
+    """{pair: {"reference": entry}} for emg pairs (one policy-free table), {pair: {weight: entry}} for sim."""
+    c = s.ccm
+    out: dict[str, Any] = {}
+    fmt = lambda x: "n/a" if x is None else f"{x:.3f}"   # noqa: E731
+    for key_i, key in enumerate(keys):
+        ro = read_rollout(rollouts_dir, key, ["qpos", "qpos_reference", "activations", "actions"])
+        for name, pair in c.pairs.items():
+            if pair.kind == "emg":
+                if key_i:
+                    continue
+                table = emg_table(ro, emg, pair.channel, [], start_frame)
+                where, slot = (emg.path, f"envelope:{pair.channel}"), "reference"
+            else:
+                table = sim_epoch_table(ro, emg, pair.muscle, start_frame)
+                where, slot = (ro.path, f"activations:{pair.muscle}"), key
+            v = out.setdefault(name, {})[slot] = cross_map(table, c, s.tau, *where)
+            if echo and "rho_x_to_y" in v:
+                nulls = ", ".join(f"{m} p {fmt(n['p_value'])}" for m, n in v["null"].items())
+                echo(f"ccm {name} {slot}: joints xmap signal rho {fmt(v['rho_x_to_y'][0])} -> "
+                     f"{fmt(v['rho_x_to_y_max_lib'])} (L {v['lib_sizes'][0]} -> {v['lib_sizes'][-1]}); {nulls}")
+    return out

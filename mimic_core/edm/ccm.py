@@ -42,7 +42,7 @@ from mimic_core.edm.embed import check_args
 from mimic_core.edm.tables import prepare
 from mimic_core.errors import DataError
 
-__all__ = ["CCMResult", "ccm", "convergence"]
+__all__ = ["CCMResult", "ccm", "convergence", "cross_map_full"]
 
 _TIE = 1e-9            # relative gap below which two distances count as a tie (re-done on pyEDM's tree)
 _CHUNK = 4_000_000     # elements per (samples x rows x candidates) block: bounds the memory of one step
@@ -429,3 +429,41 @@ def convergence(result: CCMResult) -> dict:
                     "delta_rho": float(mean[-1] - mean[0]), "slope_per_1000": slope,
                     "kendall_tau": float(tau_k), "kendall_p": float(p_k), "mann_whitney_p": p_mw}
     return out
+
+
+def cross_map_full(data, columns, targets, E: int = 3, tau: int = -1, exclusion_radius: int = 0, knn: int = 0,
+                   valid_lib=None, names: Sequence[str] | None = None) -> np.ndarray:
+    """rho of the forward cross map at the full library (every valid row, which is pyEDM's one library of
+    size M) for each series in ``targets`` (n, N): the embedding of ``columns`` and its neighbours are
+    found once, so a null distribution of surrogate targets costs one weighted sum per surrogate.  The
+    first row of ``targets`` given the data's own target reproduces ``ccm(...)`` at L = M."""
+    from scipy.spatial.distance import cdist
+
+    arr, cols, _ = prepare(data, columns, columns, names)
+    Y = np.atleast_2d(np.asarray(targets, np.float64))
+    if Y.shape[1] != arr.shape[0]:
+        raise DataError(None, "targets", f"{Y.shape[1]} rows for data of {arr.shape[0]}")
+    if not np.isfinite(Y).all():
+        raise DataError(None, "targets", "a target is NaN or infinite")
+    E, tau, excl = check_args(E, tau, exclusion_radius)
+    knn = int(knn) if int(knn) > 0 else E + 1
+    X, _, t = _direction(arr, cols, cols[0], E, tau, 0, None if valid_lib is None else np.asarray(valid_lib, bool))
+    M = len(t)
+    if M < knn + 2:
+        raise DataError(None, "E", f"{M} rows have an embedding; the cross map needs at least {knn + 2}")
+    k = min(knn, M - 1)
+    lib = np.arange(M)[None, :]
+    if M > _DENSE_MAX:
+        nn, dd, short = pyedm_neighbours(X, t, lib[0], np.arange(M), k, excl)
+        nn, dd, short = nn[None], dd[None], short[None]
+    else:
+        D = cdist(X, X)
+        nn, dd, short, redo = _nearest(D, None, None, None, t, lib, k, excl)
+        r = np.flatnonzero(redo[0])
+        if r.size:
+            nn[0, r], dd[0, r], short[0, r] = pyedm_neighbours(X, t, lib[0], r, k, excl)
+    w = _weights(dd[0])                                    # (M, k)
+    yv = Y[:, t]                                           # (n, M) each target at the valid rows (Tp 0)
+    pred = np.einsum("mk,nmk->nm", w, yv[:, nn[0]])
+    pred = np.where(short[0][None, :], np.nan, pred)
+    return np.array([_pearson(p[None], o)[0] for p, o in zip(pred, yv)])
