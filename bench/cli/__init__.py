@@ -3,6 +3,9 @@ harness). Commands come in three sections: the pipeline's stages (what `dvc repr
 argument), tools for one's own files, and benchmarks."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 
 from bench.cli import benchmarks, edm, stages, tools
@@ -30,6 +33,19 @@ class SectionedGroup(click.Group):
 @click.version_option(package_name="mimic-bench")
 def main():
     """mimic-bench: reproduce and benchmark MIMIC-MJX (mouse forelimb imitation)."""
+    use_compilation_cache()
+
+
+def use_compilation_cache() -> None:
+    """JAX's persistent compilation cache under the user's cache folder (``$XDG_CACHE_HOME`` or ~/.cache,
+    ``mimic-bench/jax``), so a program compiled once is loaded by every later command: set before JAX is
+    imported (every command imports it lazily). A JAX_COMPILATION_CACHE_DIR already set wins;
+    MIMIC_BENCH_JAX_CACHE=0 turns it off."""
+    if os.environ.get("MIMIC_BENCH_JAX_CACHE", "1") == "0" or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(root / "mimic-bench" / "jax")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 
 for _commands in SECTIONS.values():

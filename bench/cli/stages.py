@@ -153,7 +153,7 @@ def latents_cmd(rollouts, metrics, weights, params_path):
 
 def _source_options(fn):
     """One required input option per input of the report (bench.report.Sources)."""
-    from bench.report import Sources
+    from bench.report.sources import Sources
 
     for f in reversed(fields(Sources)):
         fn = input_option(f"--{f.name.replace('_', '-')}", f.metadata["help"] + " (absent: 'not run')",

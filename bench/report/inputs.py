@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from bench.report.sources import Sources  # noqa: F401  (re-exported)
 from mimic_core.errors import DataError
 
 if TYPE_CHECKING:
@@ -24,24 +25,6 @@ LABELS = {"synthetic": "synthetic twin", "real": "real clips"}
 LAST_DECODER = "last_decoder_layer"      # paper_figures.yaml alias: the highest-numbered decoder_layer_<n> in latents.json
 
 
-def _src(help: str, is_dir: bool = False):
-    return field(metadata={"help": help, "dir": is_dir})
-
-
-@dataclass(frozen=True)
-class Sources:
-    """Where the report reads from: the `report` stage's arguments in dvc.yaml."""
-
-    registration: Path = _src("STAC metrics of the pipeline's clips.")
-    registration_real: Path = _src("STAC metrics of the real clips.")
-    tracking: Path = _src("Tracking metrics, one entry per control-cost weight.")
-    tracking_real: Path = _src("Tracking metrics on the real clips.")
-    edm: Path = _src("Simplex projection and EMG MAE (the `edm` stage).")
-    latents: Path = _src("PCA of the intention and decoder layers.")
-    training_dir: Path = _src("Per-iteration training CSVs, <weight>.csv.", True)
-    throughput_dir: Path = _src("`mimic-bench throughput` reports (the newest JSON is used).", True)
-    emg: Path = _src("Prepared EMG envelopes (for the EMG plot).")
-    rollouts_dir: Path = _src("Rollouts, <weight>.h5 (for the EMG plot).", True)
 
 
 def load_json(path: Path) -> Any | None:
