@@ -297,3 +297,33 @@ def test_scan_random_cases_match_pyedm():
                                         tau=tau, exclusionRadius=xr)
                 want = _rho(ref.Observations.to_numpy(), ref.Predictions.to_numpy())
                 assert abs(scan["rho"][i, 0, k, 0] - want) < TOL, (cols, lib, pred, E, Tp, tau, xr)
+
+
+def test_small_problems_take_numpy_and_agree_with_the_compiled_path(monkeypatch):
+    """Below _SMALL the search is brute force and the projection numpy (no JAX): the same neighbours (the
+    brute force computes cKDTree's distances bit for bit) and the same results to rounding, ties included."""
+    import importlib
+
+    S = importlib.import_module("mimic_core.edm.simplex")
+    from scipy.spatial import cKDTree
+
+    from mimic_core.edm.neighbours import distances
+
+    rng = np.random.default_rng(3)
+    for E in range(1, 10):
+        X, Q = rng.standard_normal((200, E)) * 7.3, rng.standard_normal((50, E))
+        d, i = cKDTree(X).query(Q, k=200)
+        np.testing.assert_array_equal(np.take_along_axis(distances(Q, X), i, axis=1), d)
+    data = np.column_stack([rng.integers(0, 4, 400).astype(float), np.sin(np.arange(400) / 7)])
+    for cols, E, Tp, xr in (([0], 3, 1, 0), ([0, 1], 2, 2, 4), ([1], 4, -1, 0)):
+        small = S.simplex(data, cols, 1, "1 200", "150 399", E=E, Tp=Tp, exclusion_radius=xr)
+        scan_small = S.simplex_scan(data, cols, [0, 1], "1 200", "201 399", E=[1, 3], Tp=[1, 4])
+        monkeypatch.setattr(S, "_SMALL", 0)
+        big = S.simplex(data, cols, 1, "1 200", "150 399", E=E, Tp=Tp, exclusion_radius=xr)
+        scan_big = S.simplex_scan(data, cols, [0, 1], "1 200", "201 399", E=[1, 3], Tp=[1, 4])
+        monkeypatch.undo()
+        np.testing.assert_allclose(small.predictions, big.predictions, rtol=0, atol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(small.variance, big.variance, rtol=0, atol=1e-12, equal_nan=True)
+        assert abs(small.rho - big.rho) < 1e-12 and small.n == big.n
+        for k in ("rho", "mae", "rmse"):
+            np.testing.assert_allclose(scan_small[k], scan_big[k], rtol=0, atol=1e-12, equal_nan=True)

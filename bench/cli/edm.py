@@ -169,8 +169,6 @@ def _scan(csv_path, columns, target, Es, taus, Tps, lib, pred, exclusion_radius,
 @clear_errors
 def simplex_cmd(csv_path, columns, target, E, tau, Tp, lib, pred, exclusion_radius, as_json, out_path):
     """Simplex projection of TARGET from a delay embedding of COLUMNS (pyEDM 2.x semantics)."""
-    import pandas as pd
-
     from mimic_core.edm import load_csv, simplex
 
     cols = _columns(columns, csv_path)
@@ -182,6 +180,8 @@ def simplex_cmd(csv_path, columns, target, E, tau, Tp, lib, pred, exclusion_radi
         if res.n == 0:
             raise DataError(csv_path, "--exclusion-radius", _NOTHING_PREDICTED.format(r=exclusion_radius))
         if out_path:
+            import pandas as pd     # here only: a one-off prediction starts without pandas
+
             _write_csv(out_path, pd.DataFrame({"Row": res.rows + 1, "Observations": res.observations,
                                                "Predictions": res.predictions, "Pred_Variance": res.variance}))
         _echo_one(res, as_json)

@@ -80,3 +80,42 @@ def _tie_order(idx, d, pred_rows):
         order = np.lexsort((i, np.abs(pred_rows[tied][:, None] - i), dd), axis=-1)
         idx[tied] = np.take_along_axis(i, order, axis=1)
         d[tied] = np.take_along_axis(dd, order, axis=1)
+
+
+def distances(Q, X):
+    """Euclidean distances (len(Q), len(X)) with cKDTree's own arithmetic (squared differences summed in four
+    running sums over blocks of four coordinates, then the rest one by one, then the root), so that they
+    equal the tree's bit for bit and ties fall the same way (tests/test_edm.py checks it)."""
+    E = Q.shape[1]
+    nb = E // 4 * 4
+    acc = [np.zeros((len(Q), len(X))) for _ in range(4)]
+    for i in range(0, nb, 4):
+        for j in range(4):
+            diff = Q[:, None, i + j] - X[None, :, i + j]
+            acc[j] = acc[j] + diff * diff
+    s = ((acc[0] + acc[1]) + acc[2]) + acc[3]
+    for i in range(nb, E):
+        diff = Q[:, None, i] - X[None, :, i]
+        s = s + diff * diff
+    return np.sqrt(s)
+
+
+def candidates_brute(Xe, lib_tp, pred_rows, pred_ok, knn: int, excl: int):
+    """``candidates`` by brute force, for small problems (no tree, no scipy import): every library row is a
+    candidate, ordered as pyEDM orders them (distance, |pred_row - lib_row|, lib_row), cut after the last
+    chosen one. The same (idx, d, chosen) neighbours as ``candidates``."""
+    lib = np.flatnonzero(lib_tp.any(axis=0))
+    P = len(pred_rows)
+    if lib.size == 0 or P == 0:
+        return np.zeros((P, 1), np.int64), np.full((P, 1), np.inf), np.zeros((len(lib_tp), P, 1), bool)
+    D = distances(Xe[pred_rows], Xe[lib])
+    gap = np.abs(pred_rows[:, None] - lib[None, :])
+    order = np.lexsort((np.broadcast_to(lib, D.shape), gap, D), axis=-1)
+    idx = lib[order]
+    d = np.take_along_axis(D, order, axis=1)
+    adm = (np.take_along_axis(gap, order, axis=1) > excl) & pred_ok[:, None]
+    adm = adm[None] & lib_tp[:, idx]
+    chosen = adm & (np.cumsum(adm, axis=-1, dtype=np.int32) <= knn)
+    k = max(1, int(np.flatnonzero(chosen.any(axis=(0, 1))).max(initial=-1)) + 1)
+    d = np.where(pred_ok[:, None], d, np.inf)
+    return idx[:, :k], d[:, :k], chosen[..., :k]

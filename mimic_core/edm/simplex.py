@@ -43,8 +43,8 @@ import numpy as np
 
 from mimic_core.edm.embed import embed
 from mimic_core.edm.indices import parse_pairs, plan as make_plan
-from mimic_core.edm.kernel import kernel
-from mimic_core.edm.neighbours import candidates
+from mimic_core.edm.kernel import kernel, run_numpy
+from mimic_core.edm.neighbours import candidates, candidates_brute
 from mimic_core.edm.tables import load_csv, prepare
 from mimic_core.errors import DataError
 
@@ -98,10 +98,13 @@ def surrogate_p_value(observed: float, null) -> tuple[float, float, float]:
 
 
 def _run(data, col_idx, Y, lib, pred, Es, taus, Tps, exclusion_radius, want_proj):
-    """Returns (plan, outputs); outputs are arrays (n_tau, Emax, n_Tp, n_Y, ...) indexed by E-1."""
-    import jax
-    import jax.numpy as jnp
+    """Returns (plan, outputs); outputs are arrays (n_tau, Emax, n_Tp, n_Y, ...) indexed by E-1.
 
+    A small problem (every prediction row against every library row in at most _SMALL distances, and a
+    projection of at most _SMALL_KERNEL terms) is done in numpy by brute force, without importing JAX or
+    compiling anything: a one-off prediction from the command line then starts in a fraction of a second.
+    Larger ones search with the KD-tree and project in one compiled JAX call. Both give pyEDM's neighbours
+    (the brute force computes the tree's distances bit for bit) and agree to rounding."""
     n, _ = data.shape
     Es = [int(e) for e in Es]
     taus = [int(t) for t in taus]
@@ -121,6 +124,19 @@ def _run(data, col_idx, Y, lib, pred, Es, taus, Tps, exclusion_radius, want_proj
     Emax = max(Es)
     C = len(col_idx)
     Xall = [np.nan_to_num(embed(data[:, col_idx], Emax, tau), nan=0.0) for tau in taus]
+    G, nT, P = len(plan["groups"]), len(Tps), len(plan["pred_all"])
+    n_lib = int(plan["lib_tp"].any(axis=(0, 1)).sum()) if np.size(plan["lib_tp"]) else 0
+    small = G * P * n_lib <= _SMALL and G * nT * len(Y) * P * (Emax + 1) <= _SMALL_KERNEL
+    if small:
+        cands = []
+        for g, (a, _, E) in enumerate(plan["groups"]):
+            cands.append(candidates_brute(np.ascontiguousarray(Xall[a][:, :E * C]), plan["lib_tp"][g],
+                                          plan["pred_all"], plan["pred_valid"][g], E + 1, excl))
+        return plan, _to_full(plan, taus, Emax, run_numpy(*_stack(cands, G, nT, P), plan["obs_row"],
+                                                           plan["pred_valid"], np.array(Tps, np.int64), Y,
+                                                           want_proj=want_proj))
+    import jax
+    import jax.numpy as jnp
 
     def search(g):
         a, _, E = plan["groups"][g]
@@ -132,24 +148,37 @@ def _run(data, col_idx, Y, lib, pred, Es, taus, Tps, exclusion_radius, want_proj
     with ThreadPoolExecutor(min(os.cpu_count() or 1, len(order))) as pool:
         found = dict(zip(order, pool.map(search, order)))
     cands = [found[g] for g in range(len(plan["groups"]))]
-    k = max(c[0].shape[1] for c in cands)
-    G, nT, P = len(cands), len(Tps), len(plan["pred_all"])
-    idx, dist, chosen = np.zeros((G, P, k), np.int64), np.full((G, P, k), np.inf), np.zeros((G, nT, P, k), bool)
-    for g, (i, dd, ch) in enumerate(cands):
-        idx[g, :, :i.shape[1]], dist[g, :, :i.shape[1]], chosen[g, :, :, :i.shape[1]] = i, dd, ch
+    idx, dist, chosen = _stack(cands, G, nT, P)
     with jax.enable_x64(True):
         out = kernel()(jnp.asarray(idx), jnp.asarray(dist), jnp.asarray(chosen), jnp.asarray(plan["obs_row"]),
                         jnp.asarray(plan["pred_valid"]), jnp.asarray(np.array(Tps, np.int64)), jnp.asarray(np.asarray(Y, np.float64)),
                         want_proj=want_proj)
         out = jax.tree_util.tree_map(np.asarray, out)
-    # back to (n_tau, Emax, ...) so callers index by E - 1
+    return plan, _to_full(plan, taus, Emax, out)
+
+
+_SMALL = 2_000_000          # prediction x library rows (per embedding) searched by brute force
+_SMALL_KERNEL = 20_000_000  # embeddings x Tp x targets x prediction rows x neighbours projected in numpy
+
+
+def _stack(cands, G, nT, P):
+    """The embeddings' candidates as one (idx, d, chosen) block, padded to the widest."""
+    k = max(c[0].shape[1] for c in cands)
+    idx, dist, chosen = np.zeros((G, P, k), np.int64), np.full((G, P, k), np.inf), np.zeros((G, nT, P, k), bool)
+    for g, (i, dd, ch) in enumerate(cands):
+        idx[g, :, :i.shape[1]], dist[g, :, :i.shape[1]], chosen[g, :, :, :i.shape[1]] = i, dd, ch
+    return idx, dist, chosen
+
+
+def _to_full(plan, taus, Emax, out):
+    """(G, ...) outputs back to (n_tau, Emax, ...), so that callers index by E - 1."""
     full = []
     for o in out:
         f = np.zeros((len(taus), Emax) + o.shape[1:], o.dtype)
         for g, (a, _, E) in enumerate(plan["groups"]):
             f[a, E - 1] = o[g]
         full.append(f)
-    return plan, tuple(full)
+    return tuple(full)
 
 
 # ----------------------------------------------------------------------------------------------

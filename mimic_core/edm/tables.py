@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -79,9 +80,33 @@ def _header(path: str | os.PathLike) -> list[str]:
         raise DataError(path, None, f"cannot read CSV: {e}") from None
 
 
+def _load_plain(path, need: list[str]):
+    """The common case without pandas (whose import is most of a one-off command's start-up): a header of
+    distinct names holding every needed column, and finite numbers in those columns, read by numpy.
+    None for anything else, which the pandas reader then handles (and names what is wrong)."""
+    header = _header(path)
+    if len(set(header)) != len(header) or any(c not in header for c in need):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = np.loadtxt(path, delimiter=",", skiprows=1, usecols=[header.index(c) for c in need],
+                             dtype=np.float64, ndmin=2, quotechar='"')
+    except (ValueError, OSError, UnicodeDecodeError):
+        return None
+    if arr.shape[0] == 0 or not np.isfinite(arr).all():
+        return None
+    return arr, need
+
+
 def load_csv(path: str | os.PathLike, columns: Sequence[str], targets: Sequence[str]):
     """Read a CSV; returns (data (N, C) float64, names).  Missing columns, non-numeric cells and
     NaN cells in the named columns are DataErrors naming the column and the row."""
+    need = list(dict.fromkeys(list(columns) + list(targets)))
+    if os.path.isfile(path):
+        plain = _load_plain(path, need)
+        if plain is not None:
+            return plain
     import pandas as pd
 
     try:
