@@ -1045,18 +1045,18 @@ def test_structures_check_themselves():
 
 
 SWALLOWS_CTRL_C = r"""
-import time, click
+import signal, time, click
 from bench.cli.common import clear_errors
 
 @click.command()
 @clear_errors
 def stubborn():
+    # As if a C call or a library swallowed every Ctrl-C. A Python handler (not a try around sleep) leaves
+    # no bytecode window in which the first KeyboardInterrupt could escape and end the process early.
+    signal.signal(signal.SIGINT, lambda *_: print("swallowed", flush=True))
     print("ready", flush=True)
-    for _ in range(600):                 # as if a C call or a library swallowed the first Ctrl-C
-        try:
-            time.sleep(0.1)
-        except KeyboardInterrupt:
-            print("swallowed", flush=True)
+    for _ in range(600):
+        time.sleep(0.1)
 
 stubborn()
 """
@@ -1067,11 +1067,18 @@ def test_ctrl_c_twice_ends_any_command_at_once():
     import subprocess
     import sys
 
+    # A shell's background job or a pytest-xdist worker can hand SIGINT down as SIG_IGN, and Python then
+    # installs no Ctrl-C handler (the nohup convention, which the CLI respects): give the child the
+    # terminal's default, as a user's shell does.
     proc = subprocess.Popen([sys.executable, "-c", SWALLOWS_CTRL_C], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGINT)
-    assert proc.stdout.readline().strip() == "swallowed"
+    line = proc.stdout.readline().strip()
+    if line != "swallowed":
+        proc.kill()
+        pytest.fail(f"the first Ctrl-C was not swallowed: stdout {line!r}, exit {proc.wait()}, "
+                    f"stderr {proc.stderr.read()[-2000:]!r}")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)   # a bound on a hang, not a timing check
     assert proc.returncode == 130 and "interrupted twice" in err
