@@ -15,8 +15,9 @@ The rules, from pyEDM 2.5.7 (EDM.CreateIndices, Neighbors.FindNeighbors, SMap.Pr
   and so do we.
 * ``Pred_Variance`` is ``sum(w (y - prediction)^2) / sum(w)``.
 
-Distances are computed once per embedding; every theta is one ``vmap`` lane of one jit-compiled
-call (``vmap`` over prediction rows inside), in float64.
+Distances are computed once per embedding; every theta is one ``vmap`` lane of one jit-compiled call in
+float64, which solves each row's normal equations (two matrix products over the library and a small
+eigen-solve); the rows they cannot trust (``SMAP_NORMAL_EQ_MIN_EIG_RATIO``) are solved again by SVD.
 """
 from __future__ import annotations
 
@@ -43,48 +44,93 @@ class SMapResult(SimplexResult):
     theta: float = 0.0
 
 
+# A row whose weighted normal matrix has eigenvalues spread wider than this (cond(W A) above 1e4) is solved
+# again by SVD: the normal equations lose cond(W A)^2 * eps of relative accuracy (here <= 1e-8 on the
+# coefficients, far inside the 1e-6 rho target), and rank-deficient rows need lstsq's own rcond cut.
+SMAP_NORMAL_EQ_MIN_EIG_RATIO = 1e-8
+
+
 @cache
 def _kernel():
+    """The fast path: per (theta, row), the weighted least-squares map from its normal equations.
+
+    Weights ``w`` (theta, P, L); G = sum_l w^2 x1 x1^T and b = sum_l w^2 x1 y are two matrix products over the
+    library ((P, L) @ (L, (E+1)^2)), then an (E+1)-sized symmetric eigen-solve per row. The library is centred
+    first (the intercept absorbs it, so the solution is the same) to keep G well-conditioned."""
     import jax
     import jax.numpy as jnp
 
-    from mimic_core.edm.kernel import stats
+    @jax.jit
+    def run(D, keep, X1, Y, Xp1, thetas):
+        # D, keep (P, L); X1 (L, E+1) = [1, centred library vectors]; Y (L,) centred targets; Xp1 (P, E+1)
+        dk = jnp.where(keep, D, 0.0)
+        cnt = jnp.sum(keep, axis=1)
+        mean = jnp.sum(dk, axis=1) / jnp.maximum(cnt, 1)
+        scale = jnp.where(mean > 0, 1.0 / jnp.where(mean > 0, mean, 1.0), 1.0)[:, None] * dk     # d / mean(d)
+        k = X1.shape[1]
+        # One product per weight power: w^2 against [x1 x1^T, x1 y] (the normal equations), w against
+        # [1, y, y^2] (the variance's three sums, so no second pass over the library).
+        Z2 = jnp.concatenate([(X1[:, :, None] * X1[:, None, :]).reshape(X1.shape[0], k * k), X1 * Y[:, None]], 1)
+        Z1 = jnp.stack([jnp.ones_like(Y), Y, Y * Y], 1)
 
-    def one_row(d, keep, X, y, x_pred, theta):
+        T, P, L = thetas.shape[0], D.shape[0], D.shape[1]
+        # every (theta, row) pair is one row of two flat matrix products (a batched product is slower on CPU)
+        w = jnp.where(keep[None], jnp.where((thetas == 0)[:, None, None], 1.0,
+                                            jnp.exp(-thetas[:, None, None] * scale[None])), 0.0).reshape(T * P, L)
+        S2 = (w * w) @ Z2
+        S1 = w @ Z1
+        G, b = S2[:, :k * k].reshape(-1, k, k), S2[:, k * k:]
+        lam, V = jnp.linalg.eigh(G)
+        ok = (lam[:, 0] > SMAP_NORMAL_EQ_MIN_EIG_RATIO * lam[:, -1]) & jnp.tile(cnt > 0, T)
+        c = jnp.einsum("pij,pj->pi", V, jnp.einsum("pji,pj->pi", V, b) / jnp.where(ok[:, None], lam, 1.0))
+        proj = jnp.sum(c * jnp.tile(Xp1, (T, 1)), axis=1)
+        var = (S1[:, 2] - 2 * proj * S1[:, 1] + proj * proj * S1[:, 0]) / S1[:, 0]
+        return proj.reshape(T, P), var.reshape(T, P), c.reshape(T, P, k), ok.reshape(T, P)
+
+    return run
+
+
+@cache
+def _kernel_svd():
+    """The exact path for the rows the normal equations cannot trust: numpy's lstsq (SVD, rcond = eps *
+    max(rows, columns)) of the weighted system, one row per lane."""
+    import jax
+    import jax.numpy as jnp
+
+    def one_row(d, keep, X1, y, xp1, theta):
         dk = jnp.where(keep, d, 0.0)
         cnt = jnp.sum(keep)
         mean = jnp.sum(dk) / jnp.maximum(cnt, 1)
         w = jnp.where(theta == 0, 1.0, jnp.exp(-(theta / jnp.where(mean > 0, mean, 1.0)) * dk))
         w = jnp.where(keep, w, 0.0)
-        A = w[:, None] * jnp.concatenate([jnp.ones((X.shape[0], 1)), X], axis=1)
-        c, _, _, _ = jnp.linalg.lstsq(A, w * y)      # rcond: eps * max(rows, columns), as numpy's
-        proj = c[0] + jnp.dot(c[1:], x_pred)
+        c, _, _, _ = jnp.linalg.lstsq(w[:, None] * X1, w * y)
+        proj = jnp.dot(c, xp1)
         var = jnp.sum(w * (y - proj) ** 2) / jnp.sum(w)
         bad = cnt == 0
         return jnp.where(bad, jnp.nan, proj), jnp.where(bad, jnp.nan, var), jnp.where(bad, jnp.nan, c)
 
-    @jax.jit
-    def run(D, keep, X, Y, Xp, thetas, obs, valid):
-        # D, keep (P, L); X (L, E) library vectors; Y (L,) their targets Tp ahead; Xp (P, E); thetas (n,)
-        def per_theta(theta):
-            proj, var, c = jax.vmap(one_row, in_axes=(0, 0, None, None, 0, None))(D, keep, X, Y, Xp, theta)
-            return stats(obs, proj, valid) + (proj, var, c)
-        return jax.vmap(per_theta)(thetas)
-
-    return run
+    return jax.jit(jax.vmap(one_row, in_axes=(0, 0, None, None, 0, 0)))
 
 
-def _neighbours(Xe: np.ndarray, pred_rows: np.ndarray, valid: np.ndarray, lib_rows: np.ndarray,
+@cache
+def _stats():
+    import jax
+
+    from mimic_core.edm.kernel import stats
+
+    return jax.jit(jax.vmap(stats, in_axes=(None, 0, None)))
+
+
+def _neighbours(D: np.ndarray, Xe: np.ndarray, pred_rows: np.ndarray, valid: np.ndarray, lib_rows: np.ndarray,
                 excl: int) -> np.ndarray:
     """(P, L) bool: the library rows pyEDM's S-map uses for each prediction row.
 
-    pyEDM's own search, step by step (Neighbors.FindNeighbors without tieBreak): knn = L - 1; a KD-tree
-    (leafsize 20, compact, balanced) queried for knn rows, knn + 1 when the library holds prediction rows,
-    all L when the exclusion radius can reach the library; then the excluded rows (within the radius, or
-    the row itself) are dropped and the first knn left are kept. Running the same tree keeps its order of
-    tied distances, which decides which row a full library drops."""
-    from scipy.spatial import KDTree
-
+    pyEDM's own search (Neighbors.FindNeighbors without tieBreak): knn = L - 1; a KD-tree (leafsize 20,
+    compact, balanced) queried for knn rows, knn + 1 when the library holds prediction rows, all L when the
+    exclusion radius can reach the library; then the excluded rows (within the radius, or the row itself)
+    are dropped and the first knn left are kept. That is: every row not excluded, less the farthest one
+    when none was excluded. Which row is farthest among tied distances is the KD-tree's choice, so only
+    the rows whose two farthest candidates tie (to rounding) query the same tree."""
     L = len(lib_rows)
     keep = np.zeros((len(pred_rows), L), bool)
     rows = np.flatnonzero(valid)
@@ -96,21 +142,32 @@ def _neighbours(Xe: np.ndarray, pred_rows: np.ndarray, valid: np.ndarray, lib_ro
     if excl > 0:
         gap = pv[0] - lib_rows[-1] if pv[0] > lib_rows[-1] else lib_rows[0] - pv[-1] if lib_rows[0] > pv[-1] else 0
         reach = overlap or excl >= gap
-    knn = L - 1
-    k = min(knn * 5, L) if reach else knn + 1 if overlap else knn
-    tree = KDTree(Xe[lib_rows], leafsize=20, compact_nodes=True, balanced_tree=True)
-    _, i = tree.query(Xe[pv], k=k, eps=0, p=2)
-    i = np.asarray(i).reshape(len(pv), k)
-    nb = lib_rows[i]
     if reach:
-        drop = np.abs(pv[:, None] - nb) <= excl
+        kept = np.abs(pv[:, None] - lib_rows[None, :]) > excl
     elif overlap:
-        drop = pv[:, None] == nb
+        kept = pv[:, None] != lib_rows[None, :]
     else:
-        drop = np.zeros(nb.shape, bool)
-    first = ~drop & (np.cumsum(~drop, axis=1) <= knn)
-    r = np.repeat(rows, k).reshape(len(pv), k)
-    keep[r[first], i[first]] = True
+        kept = np.ones((len(pv), L), bool)
+    full = kept.sum(axis=1) == L                       # nothing excluded: the farthest row goes
+    if full.any():
+        d = D[rows[full]]
+        first = d.argmax(axis=1)
+        r = np.arange(len(d))
+        hi = d[r, first]
+        d[r, first] = -np.inf                          # d is a copy (fancy indexing)
+        tied = (hi - d.max(axis=1)) <= 1e-9 * np.maximum(hi, 1e-300)
+        fr = np.flatnonzero(full)
+        kept[fr, first] = False
+        if tied.any():
+            from scipy.spatial import KDTree
+
+            tree = KDTree(Xe[lib_rows], leafsize=20, compact_nodes=True, balanced_tree=True)
+            t = fr[tied]
+            _, i = tree.query(Xe[pv[t]], k=L - 1, eps=0, p=2)
+            i = np.asarray(i).reshape(len(t), L - 1)
+            kept[t] = False
+            kept[np.repeat(t, L - 1), i.ravel()] = True
+    keep[rows] = kept
     return keep
 
 
@@ -136,18 +193,37 @@ def _run(data, cols, tgt, lib, pred, E, tau, Tp, thetas, exclusion_radius):
     from scipy.spatial.distance import cdist
 
     D = cdist(Xe[pred_rows], Xe[lib_rows])
-    keep = _neighbours(Xe, pred_rows, valid, lib_rows, int(exclusion_radius))
+    keep = _neighbours(D, Xe, pred_rows, valid, lib_rows, int(exclusion_radius))
     y = data[:, tgt]
     t = lib_rows + Tp
     t = np.where(t < 0, t + n, t)                      # pyEDM indexes with numpy: a negative row wraps
     Ylib = y[np.clip(t, 0, n - 1)]
     orow = p["obs_row"][0, 0]
     obs = np.where(orow >= 0, y[np.clip(orow, 0, n - 1)], np.nan)
+    Xl, Xp = Xe[lib_rows], Xe[pred_rows]
+    mx, my = Xl.mean(axis=0), Ylib.mean()
+    ones_l, ones_p = np.ones((len(lib_rows), 1)), np.ones((len(pred_rows), 1))
+    X1c, Xp1c = np.hstack([ones_l, Xl - mx]), np.hstack([ones_p, Xp - mx])
     with jax.enable_x64(True):
-        out = _kernel()(jnp.asarray(D), jnp.asarray(keep), jnp.asarray(Xe[lib_rows]), jnp.asarray(Ylib),
-                        jnp.asarray(Xe[pred_rows]), jnp.asarray(thetas), jnp.asarray(obs), jnp.asarray(valid))
-        out = jax.tree_util.tree_map(np.asarray, out)
-    return p, out
+        proj, var, c, ok = map(np.array, _kernel()(jnp.asarray(D), jnp.asarray(keep), jnp.asarray(X1c),
+                                                   jnp.asarray(Ylib - my), jnp.asarray(Xp1c), jnp.asarray(thetas)))
+        has = keep.sum(axis=1) > 0
+        proj[:, ~has], var[:, ~has], c[:, ~has] = np.nan, np.nan, np.nan
+        redo = np.argwhere(~ok & has[None, :])
+        if redo.size:
+            # pad the batch to a power of two: a handful of compiled shapes, not one per count
+            m = len(redo)
+            size = 1 << (m - 1).bit_length()
+            ti, pi = np.pad(redo[:, 0], (0, size - m), mode="edge"), np.pad(redo[:, 1], (0, size - m), mode="edge")
+            pr, vr, cr = map(np.asarray, _kernel_svd()(jnp.asarray(D[pi]), jnp.asarray(keep[pi]), jnp.asarray(X1c),
+                                                       jnp.asarray(Ylib - my), jnp.asarray(Xp1c[pi]),
+                                                       jnp.asarray(thetas[ti])))
+            proj[redo[:, 0], redo[:, 1]], var[redo[:, 0], redo[:, 1]] = pr[:m], vr[:m]
+            c[redo[:, 0], redo[:, 1]] = cr[:m]
+        proj = proj + my
+        c[:, :, 0] = c[:, :, 0] + my - c[:, :, 1:] @ mx          # the intercept in the data's own coordinates
+        rho, mae, rmse, mxe, nn = map(np.asarray, _stats()(jnp.asarray(obs), jnp.asarray(proj), jnp.asarray(valid)))
+    return p, (rho, mae, rmse, mxe, nn, proj, var, c)
 
 
 def smap(data, columns, target, lib, pred, E: int = 3, Tp: int = 1, tau: int = -1, theta: float = 0.0,
