@@ -18,14 +18,14 @@ The rules, from pyEDM 2.5.7 (CCM.Validate, CCM.Embed, CCM.Project, _ccm_for_libs
 * rho of a library is Pearson's r over the predicted rows (NaN below 3, 0 for a constant prediction);
   the result at L is the mean over the samples (NaN samples left out), the variance beside it.
 
-How it is computed here: distances between all valid rows once per direction; then for each L the
-knn nearest library rows of every row for all samples at once, from each row's nearest candidates when
-the library is large (a library of L of M rows holds a row's knn nearest members among its first
-~knn M / L candidates) and from the library itself when it is small.  Where two library rows tie for the
-last place (the k-th and the next admissible distance agree to 1e-9), pyEDM's pick is its KD-tree's,
-so those rows are re-done with the same tree pyEDM builds (scipy ``KDTree`` on the library, its
-defaults): ties fall as in pyEDM, not just nearly.  Above 8,000 valid rows the distance matrix is not
-built and every library takes pyEDM's own path (exact, at pyEDM's speed).
+How it is computed here: for each L, the knn nearest library rows of every row for all samples at once
+from each row's nearest candidates when the library is large (a library of L of M rows holds a row's
+knn nearest members among its first ~knn M / L candidates: distances between all valid rows once per
+direction, then one compiled search over all samples), and with pyEDM's own tree (scipy ``KDTree`` on
+the library, its defaults) when the library is small, where the candidate window would be wide.  Where
+two library rows tie for the last place in the window (the k-th and the next admissible distance agree
+to 1e-9), those rows are re-done with the same tree: ties fall as in pyEDM, not just nearly.  Above 8,000
+valid rows the distance matrix is not built and every library takes the tree (exact, at pyEDM's speed).
 
 ``random=False`` takes one sequential library, the first L valid rows (cppEDM's ``random = false``);
 pyEDM 2.5.7 itself only draws random libraries.
@@ -47,6 +47,7 @@ __all__ = ["CCMResult", "ccm", "convergence", "cross_map_full"]
 _TIE = 1e-9            # relative gap below which two distances count as a tie (re-done on pyEDM's tree)
 _CHUNK = 4_000_000     # elements per (samples x rows x candidates) block: bounds the memory of one step
 _DENSE_MAX = 8_000     # above this many valid rows the (M, M) distance matrix is not built: pyEDM's tree per library
+_TREE_NS = 120.0       # cost of one neighbour from pyEDM's tree per row (ns, 2-core CPU), against 1.6 ns a window candidate
 
 
 @dataclass
@@ -150,10 +151,9 @@ def _bucket(n: int, q: int = 16) -> int:
 
 @cache
 def _kernels():
-    """The two jit-compiled searches (x64), each mapping over chunks of samples; k is static.  Neither
-    sorts nor scans: XLA's cumsum and top_k are slow on CPU, so the window search packs each row's
-    candidates into 64-bit words and peels the lowest set bits, and the direct search takes k + 1
-    successive minima."""
+    """The jit-compiled window search (x64), mapping over chunks of samples; k is static.  It neither
+    sorts nor scans (XLA's cumsum and top_k are slow on CPU): it packs each row's candidates into 64-bit
+    words and peels the lowest set bits."""
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -192,32 +192,7 @@ def _kernels():
             return jax.vmap(one_lib)(mem)
         return lax.map(chunk, member)
 
-    @partial(jax.jit, static_argnames="k")
-    def direct(D, t, excl, lib, libok, *, k):
-        # D (M, M); lib, libok (C, Sc, Lp): library rows, padding off
-        def chunk(args):
-            lb, lok = args
-
-            def one(lb, lok):
-                Dl = D[:, lb]                                                    # (M, Lp)
-                bad = ~lok[None, :] | (jnp.abs(t[lb][None, :] - t[:, None]) <= excl)
-                Dl = jnp.where(bad, jnp.inf, Dl)
-                Lp = lb.shape[0]
-                col = jnp.arange(Lp)
-                taken = jnp.zeros(Dl.shape, bool)
-                idx, dist = [], []
-                for _ in range(k + 1):      # successive minima; equal distances go by library position
-                    Dm = jnp.where(taken, jnp.inf, Dl)
-                    j = jnp.argmin(Dm, axis=1)
-                    idx.append(j)
-                    dist.append(jnp.take_along_axis(Dm, j[:, None], axis=1)[:, 0])
-                    taken = taken | (col[None, :] == j[:, None])
-                j = jnp.stack(idx, axis=1)
-                return lb[j], jnp.stack(dist, axis=1), jnp.sum(~bad, axis=1)
-            return jax.vmap(one)(lb, lok)
-        return lax.map(chunk, (lib, libok))
-
-    return window, direct
+    return window
 
 
 def _chunks(S: int, per_sample: int) -> tuple[int, int]:
@@ -226,44 +201,44 @@ def _chunks(S: int, per_sample: int) -> tuple[int, int]:
     return sc, -(-S // sc)
 
 
-def _nearest(D, order, dsorted, adm, t, lib, k: int, excl: int):
-    """knn nearest admissible library rows of every row, for every library in ``lib`` (S, L).
-    Returns (nn (S, M, k), d (S, M, k), short (S, M), redo (S, M)): redo marks a tie for the last place
-    (or a candidate list too short to tell), to be re-done on pyEDM's tree."""
+def _nearest(order, dsorted, adm, lib, k: int):
+    """knn nearest admissible library rows of every row, for every library in ``lib`` (S, L), from each
+    row's W nearest candidates ``order`` (M, W).  Returns (nn (S, M, k), d (S, M, k), short (S, M),
+    redo (S, M)): redo marks a tie for the last place (or a candidate list too short to tell), to be
+    re-done on pyEDM's tree."""
     import jax
     import jax.numpy as jnp
 
     S, L = lib.shape
-    M = D.shape[0]
-    window, direct = _kernels()
+    M, W = order.shape
+    window = _kernels()
     with jax.enable_x64(True):
-        if order is not None:
-            W = order.shape[1]
-            sc, nc = _chunks(S, M * W)
-            member = np.zeros((nc * sc, M), bool)
-            member[np.arange(S)[:, None], lib] = True
-            nn, d, count = window(jnp.asarray(order, jnp.int32), jnp.asarray(dsorted), jnp.asarray(adm),
-                                  jnp.asarray(member.reshape(nc, sc, M)), k=k)
-            full = W >= M
-        else:
-            Lp = _bucket(L)
-            sc, nc = _chunks(S, M * Lp)
-            lb = np.zeros((nc * sc, Lp), np.int32)
-            lok = np.zeros((nc * sc, Lp), bool)
-            lb[:S, :L], lok[:S, :L] = lib, True
-            nn, d, count = direct(jnp.asarray(D), jnp.asarray(t, jnp.int64), excl,
-                                  jnp.asarray(lb.reshape(nc, sc, Lp)), jnp.asarray(lok.reshape(nc, sc, Lp)), k=k)
-            full = True
+        sc, nc = _chunks(S, M * W)
+        member = np.zeros((nc * sc, M), bool)
+        member[np.arange(S)[:, None], lib] = True
+        nn, d, count = window(jnp.asarray(order, jnp.int32), jnp.asarray(dsorted), jnp.asarray(adm),
+                              jnp.asarray(member.reshape(nc, sc, M)), k=k)
         nn, d, count = (np.array(a).reshape((nc * sc,) + a.shape[2:])[:S] for a in (nn, d, count))
+    full = W >= M
     dk = d[..., k - 1]
-    if order is not None:   # past the candidates: the next one is no nearer than the last candidate
-        nxt = np.where(count > k, d[..., k], dsorted[:, -1][None, :])
-    else:
-        nxt = np.where(count > k, d[..., k], np.inf)
+    # past the candidates: the next one is no nearer than the last candidate
+    nxt = np.where(count > k, d[..., k], dsorted[:, -1][None, :])
     tie = ~(nxt - dk > _TIE * np.maximum(dk, 1e-300))
     short = (count < k) & full
     redo = ((count >= k) & tie & ~((count == k) & full)) | ((count < k) & (not full))
     return nn[..., :k].astype(np.int64), d[..., :k], short, redo
+
+
+def _tree_neighbours(X, t, libs, k: int, excl: int):
+    """``pyedm_neighbours`` of every row for each library in ``libs`` (S, L), the libraries spread over
+    threads (the tree releases the GIL): pyEDM's own search, so ties fall as in pyEDM with nothing to redo."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = np.arange(X.shape[0])
+    with ThreadPoolExecutor(min(os.cpu_count() or 1, len(libs))) as pool:
+        res = list(pool.map(lambda lb: pyedm_neighbours(X, t, lb, rows, k, excl), libs))
+    return tuple(np.stack(a) for a in zip(*res))
 
 
 def _weights(d):
@@ -290,32 +265,21 @@ def _pearson(pred, obs):
 
 def _cross_map(X, y, t, lib_sizes, sample, knn, excl, entropy, random, window_factor=4.0):
     """(len(lib_sizes), sample) rho of one direction."""
-    from scipy.spatial.distance import cdist
-
     M = X.shape[0]
-    out = np.full((len(lib_sizes), sample if random else 1), np.nan)
-    if M > _DENSE_MAX:
-        for i, L in enumerate(lib_sizes):
-            k = min(knn, L - 1)
-            if k < 1:
-                continue
-            for s, lib in enumerate(_libraries(M, L, sample, entropy, random)):
-                nn, dd, short = pyedm_neighbours(X, t, lib, np.arange(M), k, excl)
-                pred = np.where(short, np.nan, np.sum(_weights(dd) * y[nn], axis=-1))
-                out[i, s] = _pearson(pred[None], y)[0]
-        return out
-    D = cdist(X, X)
-    use_window = []
-    need_w = []
+    # Each library size goes to the cheaper search: the window of each row's W nearest rows (one compiled
+    # call for all samples) or, where W would be wide (small libraries), pyEDM's own tree on each library.
+    # Per row, measured on a 2-core CPU: ~1.6 ns a window candidate, ~120 ns a neighbour from the tree.
+    plan = []
     for L in lib_sizes:
-        k = max(1, min(knn, L - 1))
+        k = min(knn, L - 1)
         w = _bucket(min(M, int(np.ceil(window_factor * (k + 2 * excl + 2) * M / max(L, 1))) + 8), 64)
-        need_w.append(w)
-        # per-row cost measured on a 2-core CPU: ~1.6 ns a candidate, ~3.3 ns a library row per minimum
-        use_window.append(w * 1.6 < _bucket(L) * (k + 1) * 3.3)
-    Wmax = max([w for w, u in zip(need_w, use_window) if u], default=0)
+        plan.append((k, w, M <= _DENSE_MAX and w * 1.6 < _TREE_NS * (k + 1)))
+    Wmax = max([w for _, w, win in plan if win], default=0)
     order = dsorted = None
     if Wmax:      # each row's Wmax nearest rows, nearest first (padded past M with the farthest, never admitted)
+        from scipy.spatial.distance import cdist
+
+        D = cdist(X, X)
         Wr = min(Wmax, M)
         order = np.argpartition(D, Wr - 1, axis=1)[:, :Wr] if Wr < M else np.tile(np.arange(M), (M, 1))
         ds = np.take_along_axis(D, order, axis=1)
@@ -324,21 +288,20 @@ def _cross_map(X, y, t, lib_sizes, sample, knn, excl, entropy, random, window_fa
         if Wmax > Wr:
             order = np.pad(order, ((0, 0), (0, Wmax - Wr)), mode="edge")
             dsorted = np.pad(dsorted, ((0, 0), (0, Wmax - Wr)), mode="edge")
-    for i, L in enumerate(lib_sizes):
-        k = min(knn, L - 1)
+    out = np.full((len(lib_sizes), sample if random else 1), np.nan)
+    for i, (L, (k, W, win)) in enumerate(zip(lib_sizes, plan)):
         if k < 1:
             continue
         lib = _libraries(M, L, sample, entropy, random)
-        if use_window[i]:
-            W = need_w[i]
+        if win:
             o = order[:, :W]
             adm = (np.abs(t[o] - t[:, None]) > excl) & (np.arange(W) < M)[None, :]
-            nn, dd, short, redo = _nearest(D, o, dsorted[:, :W], adm, t, lib, k, excl)
+            nn, dd, short, redo = _nearest(o, dsorted[:, :W], adm, lib, k)
+            for s in np.flatnonzero(redo.any(axis=1)):
+                r = np.flatnonzero(redo[s])
+                nn[s, r], dd[s, r], short[s, r] = pyedm_neighbours(X, t, lib[s], r, k, excl)
         else:
-            nn, dd, short, redo = _nearest(D, None, None, None, t, lib, k, excl)
-        for s in np.flatnonzero(redo.any(axis=1)):
-            r = np.flatnonzero(redo[s])
-            nn[s, r], dd[s, r], short[s, r] = pyedm_neighbours(X, t, lib[s], r, k, excl)
+            nn, dd, short = _tree_neighbours(X, t, lib, k, excl)
         pred = np.sum(_weights(dd) * y[nn], axis=-1)
         pred = np.where(short, np.nan, pred)
         out[i] = _pearson(pred, y)
@@ -437,8 +400,6 @@ def cross_map_full(data, columns, targets, E: int = 3, tau: int = -1, exclusion_
     size M) for each series in ``targets`` (n, N): the embedding of ``columns`` and its neighbours are
     found once, so a null distribution of surrogate targets costs one weighted sum per surrogate.  The
     first row of ``targets`` given the data's own target reproduces ``ccm(...)`` at L = M."""
-    from scipy.spatial.distance import cdist
-
     arr, cols, _ = prepare(data, columns, columns, names)
     Y = np.atleast_2d(np.asarray(targets, np.float64))
     if Y.shape[1] != arr.shape[0]:
@@ -452,16 +413,7 @@ def cross_map_full(data, columns, targets, E: int = 3, tau: int = -1, exclusion_
     if M < knn + 2:
         raise DataError(None, "E", f"{M} rows have an embedding; the cross map needs at least {knn + 2}")
     k = min(knn, M - 1)
-    lib = np.arange(M)[None, :]
-    if M > _DENSE_MAX:
-        nn, dd, short = pyedm_neighbours(X, t, lib[0], np.arange(M), k, excl)
-        nn, dd, short = nn[None], dd[None], short[None]
-    else:
-        D = cdist(X, X)
-        nn, dd, short, redo = _nearest(D, None, None, None, t, lib, k, excl)
-        r = np.flatnonzero(redo[0])
-        if r.size:
-            nn[0, r], dd[0, r], short[0, r] = pyedm_neighbours(X, t, lib[0], r, k, excl)
+    nn, dd, short = (a[None] for a in pyedm_neighbours(X, t, np.arange(M), np.arange(M), k, excl))
     w = _weights(dd[0])                                    # (M, k)
     yv = Y[:, t]                                           # (n, M) each target at the valid rows (Tp 0)
     pred = np.einsum("mk,nmk->nm", w, yv[:, nn[0]])
