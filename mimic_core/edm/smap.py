@@ -54,11 +54,12 @@ SMAP_NORMAL_EQ_MIN_EIG_RATIO = 1e-8
 def _kernel():
     """The fast path: per (theta, row), the weighted least-squares map from its normal equations.
 
-    Weights ``w`` (theta, P, L); G = sum_l w^2 x1 x1^T and b = sum_l w^2 x1 y are two matrix products over the
-    library ((P, L) @ (L, (E+1)^2)), then an (E+1)-sized symmetric eigen-solve per row. The library is centred
+    Weights ``w`` (P, L) per theta; G = sum_l w^2 x1 x1^T and b = sum_l w^2 x1 y are one matrix product over the
+    library ((P, L) @ (L, (E+1)^2 + E+1)), then an (E+1)-sized symmetric eigen-solve per row. The library is centred
     first (the intercept absorbs it, so the solution is the same) to keep G well-conditioned."""
     import jax
     import jax.numpy as jnp
+    from jax import lax
 
     @jax.jit
     def run(D, keep, X1, Y, Xp1, thetas):
@@ -73,19 +74,21 @@ def _kernel():
         Z2 = jnp.concatenate([(X1[:, :, None] * X1[:, None, :]).reshape(X1.shape[0], k * k), X1 * Y[:, None]], 1)
         Z1 = jnp.stack([jnp.ones_like(Y), Y, Y * Y], 1)
 
-        T, P, L = thetas.shape[0], D.shape[0], D.shape[1]
-        # every (theta, row) pair is one row of two flat matrix products (a batched product is slower on CPU)
-        w = jnp.where(keep[None], jnp.where((thetas == 0)[:, None, None], 1.0,
-                                            jnp.exp(-thetas[:, None, None] * scale[None])), 0.0).reshape(T * P, L)
-        S2 = (w * w) @ Z2
-        S1 = w @ Z1
-        G, b = S2[:, :k * k].reshape(-1, k, k), S2[:, k * k:]
-        lam, V = jnp.linalg.eigh(G)
-        ok = (lam[:, 0] > SMAP_NORMAL_EQ_MIN_EIG_RATIO * lam[:, -1]) & jnp.tile(cnt > 0, T)
-        c = jnp.einsum("pij,pj->pi", V, jnp.einsum("pji,pj->pi", V, b) / jnp.where(ok[:, None], lam, 1.0))
-        proj = jnp.sum(c * jnp.tile(Xp1, (T, 1)), axis=1)
-        var = (S1[:, 2] - 2 * proj * S1[:, 1] + proj * proj * S1[:, 0]) / S1[:, 0]
-        return proj.reshape(T, P), var.reshape(T, P), c.reshape(T, P, k), ok.reshape(T, P)
+        # One theta at a time (lax.map): each (P, L) weight block stays in cache through its two products,
+        # measured 4x faster on a 2-core CPU than one flat (theta * P, L) block.
+        def one(theta):
+            w = jnp.where(keep, jnp.where(theta == 0, 1.0, jnp.exp(-theta * scale)), 0.0)
+            S2 = (w * w) @ Z2
+            S1 = w @ Z1
+            G, b = S2[:, :k * k].reshape(-1, k, k), S2[:, k * k:]
+            lam, V = jnp.linalg.eigh(G)
+            ok = (lam[:, 0] > SMAP_NORMAL_EQ_MIN_EIG_RATIO * lam[:, -1]) & (cnt > 0)
+            c = jnp.einsum("pij,pj->pi", V, jnp.einsum("pji,pj->pi", V, b) / jnp.where(ok[:, None], lam, 1.0))
+            proj = jnp.sum(c * Xp1, axis=1)
+            var = (S1[:, 2] - 2 * proj * S1[:, 1] + proj * proj * S1[:, 0]) / S1[:, 0]
+            return proj, var, c, ok
+
+        return lax.map(one, thetas)
 
     return run
 
