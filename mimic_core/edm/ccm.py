@@ -45,7 +45,8 @@ from mimic_core.errors import DataError
 __all__ = ["CCMResult", "ccm", "convergence", "cross_map_full"]
 
 _TIE = 1e-9            # relative gap below which two distances count as a tie (re-done on pyEDM's tree)
-_CHUNK = 4_000_000     # elements per (samples x rows x candidates) block: bounds the memory of one step
+_CHUNK = 1_000_000     # elements per (samples x rows x candidates) block: bounds the memory of one step (and
+                       # keeps it in cache: the bench workload 0.53-0.56 s at 4M, 0.46 s at 1M, 2-core CPU)
 _DENSE_MAX = 8_000     # above this many valid rows the (M, M) distance matrix is not built: pyEDM's tree per library
 _TREE_NS = 120.0       # cost of one neighbour from pyEDM's tree per row (ns, 2-core CPU), against 1.6 ns a window candidate
 
