@@ -292,6 +292,14 @@ def _rates(n: int, steps_per_unit: int, timing: dict, substeps: int, key: str) -
             "steps_per_call": n * steps_per_unit * timing["units_per_call"], **timing}
 
 
+def _finite(*arrays: np.ndarray) -> dict:
+    """How many worlds (rows) stayed finite in every array, as mjwarp-testspeed counts them."""
+    ok = np.ones(arrays[0].shape[0], bool)
+    for a in arrays:
+        ok &= np.isfinite(a).all(axis=1)
+    return {"finite": bool(ok.all()), "finite_worlds": int(ok.sum()), "worlds": int(ok.size)}
+
+
 # -- the four measurements ------------------------------------------------------------------
 
 def measure_physics(s: Setup, n: int) -> dict:
@@ -326,7 +334,7 @@ def measure_physics(s: Setup, n: int) -> dict:
         timing, (d, p, speed) = _timed_loop(s, period, (d, jnp.int32(0), jnp.float32(0.0)))
     out = _rates(n, CONTROL_PERIOD, timing, substeps, "control_steps_per_s")
     out["mean_abs_joint_velocity_deg_s"] = math.degrees(float(speed) / (int(p) * CONTROL_PERIOD))
-    out["finite"] = bool(np.isfinite(np.asarray(d.qpos)).all())
+    out.update(_finite(np.asarray(d.qpos).reshape(n, -1), np.asarray(d.qvel).reshape(n, -1)))
     return out
 
 
@@ -356,6 +364,8 @@ def measure_env(s: Setup, n: int) -> dict:
         timing, (st, p, ret) = _timed_loop(s, period, (st, jnp.int32(0), jnp.float32(0.0)))
     out = _rates(n, CONTROL_PERIOD, timing, s.cfg.physics.substeps, "env_steps_per_s")
     out["mean_reward"] = float(ret) / (int(p) * CONTROL_PERIOD)
+    out.update(_finite(np.asarray(st.pipeline_state.qpos).reshape(n, -1),
+                       np.asarray(st.pipeline_state.qvel).reshape(n, -1)))
     return out
 
 
@@ -427,7 +437,7 @@ def measure_mujoco_c(s: Setup, n: int) -> dict:
     out = _rates(n, periods * CONTROL_PERIOD, {"compile_s": None, **timing}, substeps, "control_steps_per_s")
     qv = out_state[:, :, 1 + m.nq:1 + m.nq + m.nv]
     out.update(mean_abs_joint_velocity_deg_s=math.degrees(float(np.mean(np.abs(qv)))), threads=nthread,
-               float="float64", finite=bool(np.isfinite(out_state).all()))
+               float="float64", **_finite(out_state.reshape(n, -1)))
     return out
 
 
@@ -456,11 +466,21 @@ def memory_now(devices: list) -> dict:
 
 
 def run_throughput(s: Setup, counts: Sequence[int], bar=None,
-                   measures: Mapping[str, Callable[[Setup, int], dict]] | None = None) -> dict:
+                   measures: Mapping[str, Callable[[Setup, int], dict]] | None = None,
+                   budget_s: float | None = None, on_row: Callable[[dict], None] | None = None,
+                   clock: Callable[[], float] = time.perf_counter) -> dict:
     """Measure each env count in increasing order; stop (keeping what came before) at the first count that
-    does not fit in memory. `bar`: a tqdm-like progress bar over counts x measurements."""
+    does not fit in memory, or before the first measurement that would start after ``budget_s`` seconds
+    (the count's finished measurements are kept). `bar`: a tqdm-like progress bar over counts x
+    measurements; `on_row(partial result)`: called after each env count, so a caller can write what it has."""
     measures = dict(measures or default_measures())
     rows, skipped, stopped = [], [], None
+    t0 = clock()
+
+    def result(complete: bool) -> dict:
+        return {"results": list(rows), "skipped": list(skipped), "stopped": stopped, "complete": complete,
+                "largest_envs": max((r["envs"] for r in rows if set(measures) <= set(r)), default=None)}
+
     for n in sorted(counts):
         if n % s.n_devices:
             skipped.append({"envs": n, "reason": f"{n} envs do not split evenly over {s.n_devices} devices"})
@@ -471,6 +491,10 @@ def run_throughput(s: Setup, counts: Sequence[int], bar=None,
         name = None
         try:
             for name, fn in measures.items():
+                if budget_s is not None and clock() - t0 >= budget_s:
+                    stopped = {"envs": n, "measurement": name, "reason": "time budget",
+                               "error": f"{budget_s:g} s budget spent after {clock() - t0:.1f} s"}
+                    break
                 if bar is not None:
                     bar.set_description_str(f"{n} envs: {TITLES.get(name, name)}")
                 row[name] = fn(s, n)
@@ -488,10 +512,14 @@ def run_throughput(s: Setup, counts: Sequence[int], bar=None,
             gc.collect()
             jax.clear_caches()
             break
-        row["memory"] = memory_now(s.devices)
-        rows.append(row)
-    return {"results": rows, "skipped": skipped, "stopped": stopped,
-            "largest_envs": rows[-1]["envs"] if rows else None}
+        if len(row) > 1:
+            row["memory"] = memory_now(s.devices)
+            rows.append(row)
+            if on_row is not None:
+                on_row(result(False))
+        if stopped:
+            break
+    return result(True)
 
 
 def settings_summary(s: Setup, counts: Sequence[int]) -> dict:
@@ -510,7 +538,10 @@ def settings_summary(s: Setup, counts: Sequence[int]) -> dict:
         "ppo": {k: getattr(cfg.ppo, k) for k in ("unroll_length", "num_minibatches", "update_epochs",
                                                  "normalize_observations")},
         "settings": {"envs": list(counts), "seconds": s.seconds, "repeats": s.repeats, "seed": s.seed,
-                     "control_period_steps": CONTROL_PERIOD, "n_devices": s.n_devices},
+                     "control_period_steps": CONTROL_PERIOD, "n_devices": s.n_devices,
+                     # TF32 (or bf16) matmuls on a GPU change results: brax and mujoco_playground warn of it
+                     "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
+                     "x64": bool(jax.config.jax_enable_x64)},
         "how": HOW,
         "paper": paper_figures(),
     }

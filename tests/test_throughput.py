@@ -135,6 +135,9 @@ def test_a_tiny_real_run_writes_finite_positive_figures(tiny_params, tmp_path):
     for name in ("physics", "env", "train"):
         assert row[name]["compile_s"] > 0
     assert row["physics"]["mean_abs_joint_velocity_deg_s"] > 1.0  # the arm moves
+    for name in ("physics", "env", "mujoco_c"):
+        assert row[name]["finite_worlds"] == row[name]["worlds"] == 2 and row[name]["finite"] is True
+    assert r["settings"]["matmul_precision"] == "default" and r["complete"] is True
     assert row["mujoco_c"]["mean_abs_joint_velocity_deg_s"] > 1.0
     numbers = list(_numbers(row))
     assert numbers and all(math.isfinite(v) and v > 0 for where, v in numbers if "reward" not in where), numbers
@@ -187,3 +190,60 @@ def test_other_errors_are_not_swallowed(tiny_params, tmp_path, monkeypatch):
                                     "--params", str(tiny_params)])
     assert res.exit_code != 0 and isinstance(res.exception, RuntimeError)
     assert not (tmp_path / "r").exists()
+
+
+def _fake_measures(monkeypatch, calls, fail=None):
+    def fake(name, key):
+        def measure(s, n):
+            calls.append((name, n))
+            if fail and fail(name, n):
+                raise RuntimeError("a real bug")
+            return {key: 100.0 * n, "physics_steps_per_s": 200.0 * n, "compile_s": 0.5}
+        return measure
+
+    for name, key in tp.RATE_KEY.items():
+        monkeypatch.setattr(tp, f"measure_{name}", fake(name, key))
+
+
+def test_measure_runs_only_the_named_measurements(tiny_params, tmp_path, monkeypatch):
+    calls = []
+    _fake_measures(monkeypatch, calls)
+    out = tmp_path / "reports"
+    res = CliRunner().invoke(main, ["throughput", "--envs", "1,4", "--measure", "train,physics", "--out-dir", str(out),
+                                    "--registered", str(tmp_path / "no-clips"), "--params", str(tiny_params)])
+    assert res.exit_code == 0, res.output
+    assert calls == [("physics", 1), ("train", 1), ("physics", 4), ("train", 4)]   # in the fixed order
+    r = json.loads(_one(out, "json").read_text())
+    assert r["measurements"] == ["physics", "train"] and r["complete"] is True and r["largest_envs"] == 4
+    assert all(set(row) == {"envs", "physics", "train", "memory"} for row in r["results"])
+    bad = CliRunner().invoke(main, ["throughput", "--measure", "physics,warp", "--params", str(tiny_params)])
+    assert bad.exit_code == 2 and "warp" in bad.output and "mujoco_c" in bad.output
+
+
+def test_the_time_budget_stops_before_a_measurement_and_keeps_the_rest(monkeypatch):
+    calls = []
+    _fake_measures(monkeypatch, calls)
+    ticks = iter(range(100))
+    s = type("S", (), {"n_devices": 1, "devices": jax.devices("cpu")})()
+    seen = []
+    # the clock advances one second a reading: t0 = 0, then 1, 2, ... before each measurement
+    out = tp.run_throughput(s, [1, 2, 4], measures=tp.default_measures(), budget_s=6.0, on_row=seen.append,
+                            clock=lambda: float(next(ticks)))
+    assert [c[1] for c in calls] == [1, 1, 1, 1, 2]        # 5 measurements started before 6 s
+    assert [r["envs"] for r in out["results"]] == [1, 2]
+    assert set(out["results"][1]) == {"envs", "physics", "memory"}   # the cut count keeps what it measured
+    assert out["stopped"]["reason"] == "time budget" and out["stopped"]["envs"] == 2
+    assert out["stopped"]["measurement"] == "env" and out["largest_envs"] == 1 and out["complete"]
+    assert [len(x["results"]) for x in seen] == [1, 2] and not any(x["complete"] for x in seen)
+
+
+def test_a_failure_after_the_first_count_leaves_the_counts_measured_so_far(tiny_params, tmp_path, monkeypatch):
+    calls = []
+    _fake_measures(monkeypatch, calls, fail=lambda name, n: n == 16 and name == "env")
+    out = tmp_path / "reports"
+    res = CliRunner().invoke(main, ["throughput", "--envs", "1,16", "--out-dir", str(out),
+                                    "--registered", str(tmp_path / "no-clips"), "--params", str(tiny_params)])
+    assert res.exit_code != 0 and isinstance(res.exception, RuntimeError)
+    r = json.loads(_one(out, "json").read_text())
+    assert r["complete"] is False and [row["envs"] for row in r["results"]] == [1]
+    assert not list(out.glob("*.tmp*"))

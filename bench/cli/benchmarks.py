@@ -22,15 +22,31 @@ def _envs(ctx, param, value):
         raise click.BadParameter(str(e), ctx=ctx, param=param) from None
 
 
+def _measures(ctx, param, value):
+    from bench.throughput import MEASUREMENTS
+
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in names if v not in MEASUREMENTS]
+    if bad or not names:
+        raise click.BadParameter(f"{', '.join(bad) or 'nothing'}: choose from {', '.join(MEASUREMENTS)}",
+                                 ctx=ctx, param=param)
+    return [m for m in MEASUREMENTS if m in names]
+
+
 @click.command("throughput")
 @click.option("--envs", "counts", default=DEFAULT_ENVS, show_default=True, callback=_envs,
               help="Env counts, comma-separated positive integers.")
+@click.option("--measure", "names", default="physics,env,train,mujoco_c", show_default=True, callback=_measures,
+              help="Which measurements, comma-separated: physics (MJX), env, train (PPO), mujoco_c (MuJoCo C).")
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
               help="Target length of one timed call (each measurement and env count).")
 @click.option("--devices", "which", type=click.Choice(["all", "cpu", "gpu"]), default="all", show_default=True,
               help="all: every local device of the default backend (envs sharded over them); cpu or gpu: those.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timed calls per figure (the median is reported).")
+@click.option("--budget-s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Start no measurement after this many seconds; what was measured is kept "
+                   "(the report is rewritten after every env count, so a killed run keeps it too).")
 @click.option("--out-dir", default="reports/throughput", show_default=True, type=click.Path(file_okay=False),
               help="Where the JSON, CSV and plot go.")
 @click.option("--profile", default=None, help="track profile to measure (default: track.profile in params), e.g. paper.")
@@ -39,13 +55,13 @@ def _envs(ctx, param, value):
                    "from the model.")
 @params_option
 @clear_errors
-def throughput_cmd(counts, seconds, which, repeats, out_dir, profile, registered, params_path):
+def throughput_cmd(counts, names, seconds, which, repeats, budget_s, out_dir, profile, registered, params_path):
     """Steps/s against parallel envs: MJX physics, the env, PPO training, and MuJoCo C on the CPU."""
     from tqdm import tqdm
 
     from bench.machine import git_state, hardware, versions
-    from bench.throughput import (MEASUREMENTS, TITLES, build_setup, csv_rows, format_table, report_stem, run_throughput,
-                                  select_devices, settings_summary, write_csv, write_plot)
+    from bench.throughput import (TITLES, build_setup, csv_rows, default_measures, format_table, report_stem,
+                                  run_throughput, select_devices, settings_summary, write_csv, write_plot)
     from mimic_core.io import write_json
     from mimic_core.params import load_params, params_hash
 
@@ -53,11 +69,10 @@ def throughput_cmd(counts, seconds, which, repeats, out_dir, profile, registered
     devices = select_devices(which)
     s = build_setup(params, devices, registered, profile, seconds, repeats)
     click.echo(f"throughput on {len(devices)} x {devices[0].device_kind} ({devices[0].platform}); env counts "
-               f"{', '.join(map(str, counts))}; {s.profile} profile; clips: {s.clips_source}", err=True)
+               f"{', '.join(map(str, counts))}; {', '.join(names)}; {s.profile} profile; clips: {s.clips_source}",
+               err=True)
     now = datetime.now(timezone.utc)
-    with tqdm(total=len(counts) * len(MEASUREMENTS), file=sys.stderr, dynamic_ncols=True) as bar:
-        out = run_throughput(s, counts, bar)
-    report = {
+    head = {
         "benchmark": "throughput",
         "created_utc": now.isoformat(timespec="seconds"),
         "hardware": hardware(devices),
@@ -65,21 +80,33 @@ def throughput_cmd(counts, seconds, which, repeats, out_dir, profile, registered
         "git": git_state(),
         "params_hash": params_hash(params),
         "titles": dict(TITLES),
+        "measurements": list(names),
+        "budget_s": budget_s,
         **settings_summary(s, counts),
-        **out,
     }
     stem = Path(out_dir) / report_stem(devices, now)
     json_path, csv_path, png_path = (stem.with_suffix(x) for x in (".json", ".csv", ".png"))
-    write_json(json_path, report)
-    write_csv(csv_path, csv_rows(report["results"]))
+
+    def write(out):
+        write_json(json_path, {**head, **out})
+        write_csv(csv_path, csv_rows(out["results"]))
+
+    measures = {k: v for k, v in default_measures().items() if k in names}
+    with tqdm(total=len(counts) * len(measures), file=sys.stderr, dynamic_ncols=True) as bar:
+        out = run_throughput(s, counts, bar, measures, budget_s=budget_s, on_row=write)
+    report = {**head, **out}
+    write(out)
     write_plot(png_path, report)
     click.echo(format_table(report))
     for k in out["skipped"]:
         click.echo(f"skipped {k['envs']} envs: {k['reason']}")
     if out["stopped"]:
         st = out["stopped"]
-        click.echo(f"stopped at {st['envs']} envs: out of memory in {st['measurement']} ({st['error']}); "
-                   f"the largest env count that fits: {out['largest_envs'] or 'none'}")
+        if st["reason"] == "time budget":
+            click.echo(f"stopped at {st['envs']} envs before {st['measurement']}: {st['error']}")
+        else:
+            click.echo(f"stopped at {st['envs']} envs: out of memory in {st['measurement']} ({st['error']}); "
+                       f"the largest env count that fits: {out['largest_envs'] or 'none'}")
     click.echo(f"wrote {json_path}, {csv_path.name}, {png_path.name}")
 
 
