@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: repro test venv clean-venv
+.PHONY: repro test venv clean-venv gpu-wheels gpu-check
 
 venv: $(STAMP)
 
@@ -29,6 +29,15 @@ repro: $(STAMP)
 # about 1.2-1.3x the serial suite's speed (the suite is compile-bound, and two compiles share two cores).
 test: $(STAMP)
 	$(BIN)/python -m pytest -n auto --dist load
+
+# The device check (issue 17): `make gpu-wheels` here fetches the packages the lent GPU machine lacks into .whl/
+# (git-ignored; it has no network), and `make gpu-check` there (or on any CUDA machine with .venv) runs
+# bench/gpu_check.sh: throughput at 1,024-16,384 envs and paper-profile training, inside 9 minutes.
+gpu-wheels:
+	bash bench/gpu_wheels.sh .whl
+
+gpu-check:
+	bash bench/gpu_check.sh
 
 clean-venv:
 	rm -rf $(VENV)

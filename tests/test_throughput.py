@@ -247,3 +247,51 @@ def test_a_failure_after_the_first_count_leaves_the_counts_measured_so_far(tiny_
     r = json.loads(_one(out, "json").read_text())
     assert r["complete"] is False and [row["envs"] for row in r["results"]] == [1]
     assert not list(out.glob("*.tmp*"))
+
+
+# -- the device check (bench/gpu_check.sh) ----------------------------------------------------
+
+def _gpu_check(args, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out-dir", str(tmp_path / "out"),
+                           *args], capture_output=True, text=True, env=env, timeout=900)
+
+
+def test_the_device_check_dry_run_writes_each_part_and_a_summary(tiny_params, tmp_path):
+    res = _gpu_check(["--params", str(tiny_params), "--budget-s", "300"], tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = tmp_path / "out"
+    (summary_path,) = out.glob("gpu-check-*.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["dry_run"] is True and summary["budget_s"] == 300
+    assert [p["part"] for p in summary["parts"]] == ["physics", "train"]
+    for p in summary["parts"]:
+        assert p["status"] == "done" and p["exit_code"] == 0 and p["complete"] is True and p["envs"] == [2]
+        r = json.loads((out / p["report"]).read_text())
+        assert r["measurements"] == ["physics"] and r["results"][0]["physics"]["control_steps_per_s"] > 0
+        assert 0 < r["budget_s"] <= 300
+    assert summary["time_to_target"]["measured"] is False and "warp" in summary
+    assert not list(out.glob(".parts-*")) and (out / summary_path.name.replace(".json", ".log")).exists()
+
+
+def test_the_device_check_skips_parts_it_has_no_time_for(tiny_params, tmp_path):
+    res = _gpu_check(["--params", str(tiny_params), "--budget-s", "5"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (summary_path,) = (tmp_path / "out").glob("gpu-check-*.json")
+    parts = json.loads(summary_path.read_text())["parts"]
+    assert [(p["part"], p["status"], p["report"]) for p in parts] == [("physics", "skipped", None),
+                                                                        ("train", "skipped", None)]
+    assert not list((tmp_path / "out").glob("cpu-*.json"))
+
+
+def test_the_device_wheels_are_the_locked_versions():
+    script = (ROOT / "bench" / "gpu_wheels.sh").read_text()
+    names = re.search(r"^NAMES=\((.*)\)$", script, re.M).group(1).split()
+    lock = {re.split(r"[=<>]", ln)[0].lower().replace("_", "-") for ln in (ROOT / "requirements.lock").read_text().splitlines()
+            if "==" in ln}
+    assert {"mujoco", "mujoco-core", "mujoco-mjx", "brax", "pydantic"} <= set(names)
+    assert all(n.lower().replace("_", "-") in lock for n in names), names
