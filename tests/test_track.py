@@ -512,7 +512,9 @@ print(json.dumps(out))
 
 
 def test_envs_shard_across_two_cpu_devices():
-    env_vars = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    # the suite's own XLA_FLAGS (conftest: the cheapest LLVM optimisation level) plus two host devices
+    flags = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+    env_vars = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
     res = subprocess.run([sys.executable, "-c", MULTI.format(tests=str(Path(__file__).parent))],
                          capture_output=True, text=True, env=env_vars, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
