@@ -2,20 +2,23 @@
 # The device check (`make gpu-check`, issue 17): what a session lent a GPU runs first, inside 9 minutes.
 #   A. MJX-JAX physics and env steps/s at 1,024 / 4,096 / 16,384 envs, with MuJoCo C on the host's cores beside them
 #   B. the paper profile's PPO training steps/s at 2,048 and 4,096 envs (the paper's 600k and 1.2M figures)
-#   C. Warp: measured where `mujoco_warp` is installed, else reported as not installed (its wheel is too big to
-#      travel to the lent machine); time-to-target is not built yet and is reported as such
+#   C. time to target: the paper profile trained (seed 0) until its held-out joint error beats the mean-trajectory
+#      baseline (bench/time_to_target.yaml), for the time that is left
+# and whether MuJoCo Warp is installed (its wheel is too big to travel to the lent machine: there, MJX-JAX only).
 # Each part has a time budget (`--budget-s`: no measurement starts past it) and a hard `timeout` above it; every
 # report is rewritten after each env count, so a part cut short keeps what it measured. Reports go to --out-dir
 # (default reports/throughput), with gpu-check-<UTC>.json saying what each part did.
 #
-#   bash bench/gpu_check.sh [--out-dir DIR] [--budget-s 540] [--params FILE] [--dry-run]
-# --dry-run: the same parts on the CPU at 2 envs, 0.1 s calls, physics only (the test suite runs it).
-# Where .whl/ holds wheels (`make gpu-wheels`), they are installed to a temporary folder first (no network).
+#   bash bench/gpu_check.sh [--out-dir DIR] [--budget-s 480] [--params FILE] [--dry-run]
+# --dry-run: the same parts on the CPU at 2 envs, 0.1 s calls, physics only, and a time to target of one iteration
+# (the test suite runs it).
+# Where the Python lacks mujoco, brax or pydantic and .whl/ holds wheels (`make gpu-wheels`), they are installed to a
+# temporary folder first (no network).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 OUT_DIR=reports/throughput
-BUDGET=540
+BUDGET=480
 PARAMS=params.yaml
 DRY=0
 while [ $# -gt 0 ]; do
@@ -33,7 +36,7 @@ elif [ -x .venv/bin/python ]; then PY=.venv/bin/python
 else PY=python3
 fi
 
-if ls .whl/*.whl >/dev/null 2>&1; then
+if ! "$PY" -c 'import mujoco.mjx, brax, pydantic' >/dev/null 2>&1 && ls .whl/*.whl >/dev/null 2>&1; then
   SITE=$(mktemp -d /tmp/mimic-site.XXXXXX)
   "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir \
     --target "$SITE" .whl/*.whl || { echo "gpu-check: installing .whl/ failed" >&2; exit 1; }
@@ -49,16 +52,19 @@ START=$(date +%s)
 
 if [ $DRY = 1 ]; then   # the plumbing only (parts, budgets, reports, summary): the measurements have their own tests
   DEV=cpu; ENVS_A=2; ENVS_B=2; SECONDS_=0.1; REPEATS=1; PROFILE_ARGS=(); MEASURE_A=physics; MEASURE_B=physics
+  TTT=$(mktemp /tmp/mimic-ttt.XXXXXX.yaml)
+  printf 'weight: 0.1\ntarget: fixed\ntarget_joint_error_deg: 1000.0\neval_every_iterations: 1\nmax_env_steps: 1\nseeds: [0]\n' > "$TTT"
+  TTT_ARGS=(--settings "$TTT")
 else
   DEV=gpu; ENVS_A=1024,4096,16384; ENVS_B=2048,4096; SECONDS_=2; REPEATS=3; PROFILE_ARGS=(--profile paper)
-  MEASURE_A=physics,env,mujoco_c; MEASURE_B=train
+  MEASURE_A=physics,env,mujoco_c; MEASURE_B=train; TTT_ARGS=()
 fi
 
-# part NAME SHARE_S ARGS...: run `mimic-bench throughput` with a budget of SHARE_S (at most what is left, less
-# a reserve for the later parts) and a hard limit 60 s above it; its status goes to $OUT_DIR/.parts
+# part NAME SHARE_S COMMAND ARGS...: run `mimic-bench COMMAND` with a budget of SHARE_S (at most what is left) and a
+# hard limit 45 s above it (480 + 45 s: inside 9 minutes); its status goes to $OUT_DIR/.parts
 : > "$OUT_DIR/.parts-$STAMP"
 part() {
-  local name=$1 share=$2; shift 2
+  local name=$1 share=$2 cmd=$3; shift 3
   local left=$(( BUDGET - ($(date +%s) - START) ))
   local b=$(( share < left ? share : left ))
   if [ "$b" -le 10 ]; then
@@ -66,10 +72,11 @@ part() {
   fi
   echo "== part $name: budget ${b}s ==" | tee -a "$LOG"
   local before; before=$(ls "$OUT_DIR"/*.json 2>/dev/null | sort)
-  timeout --signal=TERM --kill-after=10 $(( b + 60 )) "$PY" -m bench.cli throughput --devices "$DEV" --seconds "$SECONDS_" --repeats "$REPEATS" --budget-s "$b" \
+  timeout --signal=TERM --kill-after=10 $(( b + 45 )) "$PY" -m bench.cli "$cmd" --devices "$DEV" --budget-s "$b" \
     --out-dir "$OUT_DIR" --params "$PARAMS" "$@" 2>&1 | tee -a "$LOG"
   local rc=${PIPESTATUS[0]}
   local report; report=$(comm -13 <(echo "$before") <(ls "$OUT_DIR"/*.json 2>/dev/null | sort) | grep -v gpu-check | tail -1)
+  [ -n "$report" ] || report=none
   echo "$name done $rc ${report:-none}" >> "$OUT_DIR/.parts-$STAMP"
 }
 
@@ -79,8 +86,10 @@ print(f"python {platform.python_version()}, jax {jax.__version__}, devices: {jax
 EOF
 [ $DRY = 1 ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$LOG"
 
-part physics 220 --envs "$ENVS_A" --measure "$MEASURE_A" "${PROFILE_ARGS[@]}"
-part train 260 --envs "$ENVS_B" --measure "$MEASURE_B" "${PROFILE_ARGS[@]}"
+TIMING=(--seconds "$SECONDS_" --repeats "$REPEATS")
+part physics 200 throughput --envs "$ENVS_A" --measure "$MEASURE_A" "${TIMING[@]}" "${PROFILE_ARGS[@]}"
+part train 200 throughput --envs "$ENVS_B" --measure "$MEASURE_B" "${TIMING[@]}" "${PROFILE_ARGS[@]}"
+part time_to_target 600 time-to-target --seeds 0 "${TTT_ARGS[@]}" "${PROFILE_ARGS[@]}"
 
 WARP=$("$PY" -c 'import mujoco_warp; print(getattr(mujoco_warp, "__version__", "installed"))' 2>/dev/null || echo "")
 
@@ -97,8 +106,13 @@ for line in open(os.path.join(out_dir, f".parts-{stamp}")):
         entry["reason"] = report
     elif entry["report"]:
         r = json.load(open(report))
-        entry.update(complete=r.get("complete"), stopped=r.get("stopped"), envs=[x["envs"] for x in r["results"]],
-                     device_kind=r["hardware"]["device_kind"])
+        entry.update(complete=r.get("complete"), device_kind=r["hardware"]["device_kind"])
+        if "results" in r:
+            entry.update(stopped=r.get("stopped"), envs=[x["envs"] for x in r["results"]])
+        else:
+            entry.update(target=r["target"], summary=r["summary"],
+                         runs=[{k: x[k] for k in ("seed", "reached", "stopped", "env_steps", "train_seconds")}
+                               for x in r["runs"]])
         if int(rc) in (124, 137):
             entry["status"] = "killed at the hard limit (the report keeps the env counts before it)"
     parts.append(entry)
@@ -107,7 +121,6 @@ summary = {
     "wall_s": round(time.time() - float(start), 1), "python": platform.python_version(), "parts": parts,
     "warp": {"installed": bool(warp), "version": warp or None,
              "note": None if warp else "mujoco_warp is not installed here: only MJX-JAX was measured"},
-    "time_to_target": {"measured": False, "note": "not built yet (issue 17)"},
 }
 path = os.path.join(out_dir, f"gpu-check-{stamp}.json")
 with open(path + ".tmp", "w") as f:

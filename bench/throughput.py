@@ -162,6 +162,24 @@ def synthetic_clips(fm, n_clips: int, n_frames: int, fps: float, offsets: np.nda
                           np.broadcast_to(offsets, (n_clips, *offsets.shape)).copy(), sites, fps, "synthetic")
 
 
+def with_synthetic_clips(params: Mapping[str, Any], weight: float, n_clips: int, seed: int, fn: Callable[[str], Any]):
+    """fn(folder) on `n_clips` reaches synthesised from the model (long enough for an episode of the track
+    profile), written as registered clips into a temporary folder: (fn's result, what the clips are)."""
+    from mimic_core.model import load_forelimb
+    from mimic_core.stac.register import stac_settings
+    from mimic_core.track.config import track_config
+
+    cfg = track_config(params["track"], weight)
+    fm = load_forelimb(params["model"]["xml"], params["model"]["keypoint_map"])
+    fps = 1.0 / (cfg.physics.timestep * cfg.physics.substeps)
+    frames = max(100, cfg.env.episode_frames + cfg.env.obs_ref_frames + 2)
+    synth = synthetic_clips(fm, n_clips, frames, fps, stac_settings(params)[1], seed)
+    with tempfile.TemporaryDirectory(prefix="synthetic-clips-") as tmp:
+        _write_clips(synth, Path(tmp))
+        out = fn(tmp)
+    return out, f"synthesised from the model: {n_clips} minimum-jerk reaches of {frames} frames"
+
+
 def _write_clips(clips, folder: Path) -> None:
     from mimic_core.io import write_h5
 
@@ -218,8 +236,7 @@ def build_setup(params: Mapping[str, Any], devices: list, registered: str | Path
                 seconds: float = 2.0, repeats: int = 3, seed: int = 0) -> Setup:
     """The env through `mimic_core.track.stage.setup`, on the registered clips, or on clips synthesised from
     the model where there are none (a fresh clone before `dvc repro`)."""
-    from mimic_core.model import load_forelimb
-    from mimic_core.track.config import ctrl_cost_weights, resolve_profile, track_config
+    from mimic_core.track.config import ctrl_cost_weights, resolve_profile
     from mimic_core.track.reference import find_registered
     from mimic_core.track.stage import setup
     from mimic_core.track.train import env_mesh
@@ -241,19 +258,9 @@ def build_setup(params: Mapping[str, Any], devices: list, registered: str | Path
             cfg, fm, clips, env = setup(params, weight, registered=src)
             source = str(src)
         else:
-            cfg = track_config(params["track"], weight)
-            fm = load_forelimb(params["model"]["xml"], params["model"]["keypoint_map"])
-            fps = 1.0 / (cfg.physics.timestep * cfg.physics.substeps)
-            frames = max(100, cfg.env.episode_frames + cfg.env.obs_ref_frames + 2)
-            from mimic_core.stac.register import stac_settings
-
-            off = stac_settings(params)[1]
-            synth = synthetic_clips(fm, 8, frames, fps, off, seed)
-            with tempfile.TemporaryDirectory(prefix="throughput-clips-") as tmp:
-                _write_clips(synth, Path(tmp))
-                cfg, fm, clips, env = setup(params, weight, registered=tmp)
-            source = (f"synthesised from the model: {len(synth.clip_names)} minimum-jerk reaches of {frames} frames "
-                      f"({src} holds no registered clips; run `dvc repro` for the registered twin)")
+            (cfg, fm, clips, env), what = with_synthetic_clips(params, weight, 8, seed,
+                                                               lambda tmp: setup(params, weight, registered=tmp))
+            source = f"{what} ({src} holds no registered clips; run `dvc repro` for the registered twin)"
     return Setup(cfg, fm, clips, env, list(devices), env_mesh(list(devices)),
                  str(params["track"].get("profile") or "default"), weight, source, not found,
                  float(seconds), int(repeats), int(seed))

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -268,13 +269,16 @@ def test_the_device_check_dry_run_writes_each_part_and_a_summary(tiny_params, tm
     (summary_path,) = out.glob("gpu-check-*.json")
     summary = json.loads(summary_path.read_text())
     assert summary["dry_run"] is True and summary["budget_s"] == 300
-    assert [p["part"] for p in summary["parts"]] == ["physics", "train"]
-    for p in summary["parts"]:
+    assert [p["part"] for p in summary["parts"]] == ["physics", "train", "time_to_target"]
+    for p in summary["parts"][:2]:
         assert p["status"] == "done" and p["exit_code"] == 0 and p["complete"] is True and p["envs"] == [2]
         r = json.loads((out / p["report"]).read_text())
         assert r["measurements"] == ["physics"] and r["results"][0]["physics"]["control_steps_per_s"] > 0
         assert 0 < r["budget_s"] <= 300
-    assert summary["time_to_target"]["measured"] is False and "warp" in summary
+    ttt = summary["parts"][2]
+    assert ttt["status"] == "done" and ttt["report"].startswith("time-to-target-") and ttt["summary"]["n_reached"] == 1
+    assert [(r["seed"], r["reached"], r["env_steps"]) for r in ttt["runs"]] == [(0, True, 32)]
+    assert "warp" in summary
     assert not list(out.glob(".parts-*")) and (out / summary_path.name.replace(".json", ".log")).exists()
 
 
@@ -283,8 +287,8 @@ def test_the_device_check_skips_parts_it_has_no_time_for(tiny_params, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     (summary_path,) = (tmp_path / "out").glob("gpu-check-*.json")
     parts = json.loads(summary_path.read_text())["parts"]
-    assert [(p["part"], p["status"], p["report"]) for p in parts] == [("physics", "skipped", None),
-                                                                        ("train", "skipped", None)]
+    assert [(p["part"], p["status"], p["report"]) for p in parts] == [
+        ("physics", "skipped", None), ("train", "skipped", None), ("time_to_target", "skipped", None)]
     assert not list((tmp_path / "out").glob("cpu-*.json"))
 
 
@@ -295,3 +299,90 @@ def test_the_device_wheels_are_the_locked_versions():
             if "==" in ln}
     assert {"mujoco", "mujoco-core", "mujoco-mjx", "brax", "pydantic"} <= set(names)
     assert all(n.lower().replace("_", "-") in lock for n in names), names
+
+
+# -- time to target (bench/time_to_target.py) ------------------------------------------------
+
+def _ttt_settings(tmp_path, **kw):
+    s = {"weight": 0.1, "target": "fixed", "target_joint_error_deg": 1000.0, "eval_every_iterations": 1,
+         "max_env_steps": 96, "seeds": [0], **kw}
+    path = tmp_path / "ttt.yaml"
+    path.write_text(yaml.safe_dump(s))
+    return path
+
+
+def test_time_to_target_settings_are_checked(tmp_path):
+    from bench.time_to_target import SETTINGS, load_settings
+
+    assert load_settings(SETTINGS).target == "mean_trajectory_baseline"     # the committed file is valid
+    assert load_settings(_ttt_settings(tmp_path), seeds=[3, 4]).seeds == [3, 4]
+    with pytest.raises(tp.ParamsError, match=r"ttt.yaml: .*target_joint_error_deg is the target"):
+        load_settings(_ttt_settings(tmp_path, target_joint_error_deg=None))
+    with pytest.raises(tp.ParamsError, match=r"ttt.yaml: eval_every_iterations"):
+        load_settings(_ttt_settings(tmp_path, eval_every_iterations=0))
+    res = CliRunner().invoke(main, ["time-to-target", "--seeds", "1,1"])
+    assert res.exit_code == 2 and "distinct" in res.output
+
+
+def test_held_out_error_is_the_rms_over_frames_after_the_first():
+    from bench.time_to_target import held_out_error
+
+    ref = np.zeros((2, 4, 3))
+    rec = np.full((2, 3, 3), np.radians(2.0))
+    rec[1] = np.radians(-2.0)
+    assert held_out_error(rec, ref) == pytest.approx(2.0)
+
+
+def test_the_mean_trajectory_target_is_that_baselines_held_out_error(tiny_params, tmp_path):
+    from bench.time_to_target import build_problem, load_settings
+
+    pb = build_problem(yaml.safe_load(tiny_params.read_text()),
+                       load_settings(_ttt_settings(tmp_path, target="mean_trajectory_baseline",
+                                                   target_joint_error_deg=None)), tmp_path / "no-clips")
+    held = np.zeros(len(pb.clips.clip_names), bool)
+    held[pb.held_idx] = True
+    assert 0 < held.sum() < held.size and "synthesised" in pb.clips_source
+    q = pb.clips.qpos
+    mean = q[~held].mean(axis=0)
+    by_hand = np.sqrt(np.mean(np.degrees(mean[None, 1:] - q[held][:, 1:]) ** 2))
+    assert pb.target_deg == pytest.approx(by_hand, rel=1e-9)
+
+
+def test_a_tiny_time_to_target_run_reaches_a_loose_target_at_its_first_evaluation(tiny_params, tmp_path):
+    out = tmp_path / "reports"
+    res = CliRunner().invoke(main, ["time-to-target", "--settings", str(_ttt_settings(tmp_path)), "--devices", "cpu",
+                                    "--registered", str(tmp_path / "no-clips"), "--out-dir", str(out),
+                                    "--params", str(tiny_params)])
+    assert res.exit_code == 0, res.output
+    (path,) = out.glob("time-to-target-*.json")
+    r = json.loads(path.read_text())
+    (run,) = r["runs"]
+    assert run["reached"] and run["stopped"] == "reached" and run["iterations"] == 1
+    assert run["env_steps"] == 32 and run["compile_seconds"] > 0 and run["train_seconds"] > 0
+    assert 0 < run["final_held_out_joint_error_deg"] < 1000 and run["curve"][0]["finite_worlds"] == r["n_held_out"]
+    assert r["complete"] and r["summary"]["n_reached"] == 1 and r["summary"]["env_steps"]["median"] == 32
+    assert r["data"] == "synthetic" and r["target"]["held_out_joint_error_deg"] == 1000.0
+    assert {"hardware", "versions", "git", "matmul_precision"} <= set(r) and "1 of 1 seeds" in res.output
+
+
+def test_the_time_budget_keeps_the_seeds_already_run(monkeypatch):
+    from bench import time_to_target as ttt
+
+    settings = ttt.Settings(weight=0.1, target="fixed", target_joint_error_deg=5.0, eval_every_iterations=1,
+                            max_env_steps=10, seeds=[0, 1, 2])
+    clips = type("C", (), {"label": "synthetic", "clip_names": ["a", "b"]})()
+    monkeypatch.setattr(ttt, "build_problem", lambda *a: ttt.Problem(None, None, clips, None, None, np.array([1]),
+                                                                     5.0, "fixed", "synthetic", "cpu"))
+    now = [0.0]
+
+    def fake_seed(pb, seed, settings, deadline, clock, log):
+        now[0] += 40.0                                   # each seed takes 40 s of the fake clock
+        return {"seed": seed, "reached": True, "stopped": "reached", "env_steps": 10 * (seed + 1),
+                "train_seconds": 30.0 + seed, "compile_seconds": 10.0}
+
+    monkeypatch.setattr(ttt, "run_seed", fake_seed)
+    partial = []
+    rep = ttt.run_time_to_target({}, settings, None, budget_s=70.0, on_seed=partial.append, clock=lambda: now[0])
+    assert [r["seed"] for r in rep["runs"]] == [0, 1] and not rep["complete"]       # seed 2 would start at 80 s
+    assert rep["summary"]["train_seconds"] == {"median": 30.5, "min": 30.0, "max": 31.0}
+    assert [len(p["runs"]) for p in partial] == [1, 2]

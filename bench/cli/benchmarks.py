@@ -1,4 +1,4 @@
-"""The benchmark commands: `throughput`, `bench-stac` and `bench-edm` (the measurements are in bench.throughput,
+"""The benchmark commands: `throughput`, `time-to-target`, `bench-stac` and `bench-edm` (the measurements are in bench.throughput,
 bench.stac and bench.edm; every report is written atomically, with the machine it ran on)."""
 from __future__ import annotations
 
@@ -110,6 +110,60 @@ def throughput_cmd(counts, names, seconds, which, repeats, budget_s, out_dir, pr
     click.echo(f"wrote {json_path}, {csv_path.name}, {png_path.name}")
 
 
+def _seeds(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        seeds = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: comma-separated integers", ctx=ctx, param=param) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise click.BadParameter(f"{value!r}: distinct comma-separated integers", ctx=ctx, param=param)
+    return seeds
+
+
+@click.command("time-to-target")
+@click.option("--settings", "settings_path", default=None, type=click.Path(dir_okay=False),
+              help="The settings (target, evaluation interval, seeds) [default: bench/time_to_target.yaml].")
+@click.option("--seeds", default=None, callback=_seeds, help="Seeds, comma-separated (default: the settings').")
+@click.option("--profile", default=None, help="track profile to train (default: track.profile in params), e.g. paper.")
+@click.option("--devices", "which", type=click.Choice(["all", "cpu", "gpu"]), default="all", show_default=True,
+              help="all: every local device of the default backend; cpu or gpu: those.")
+@click.option("--budget-s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many seconds; the seeds run so far are kept (a cut seed says so).")
+@click.option("--registered", default="data/registered", show_default=True,
+              help="Registered clips (a folder or a glob); where there are none, clips synthesised from the model.")
+@click.option("--out-dir", default="reports/throughput", show_default=True, type=click.Path(file_okay=False),
+              help="Where the report goes (time-to-target-<device>-<count>x-<UTC>.json).")
+@params_option
+@clear_errors
+def time_to_target_cmd(settings_path, seeds, profile, which, budget_s, registered, out_dir, params_path):
+    """Seconds and env steps of PPO training until the held-out joint error reaches a target, per seed."""
+    import jax
+
+    from bench.machine import git_state, hardware, versions
+    from bench.throughput import report_stem, select_devices
+    from bench.time_to_target import SETTINGS, format_table, load_settings, run_time_to_target
+    from mimic_core.io import write_json
+    from mimic_core.params import load_params, params_hash
+
+    params = load_params(params_path)
+    settings = load_settings(settings_path or SETTINGS, seeds)
+    devices = select_devices(which)
+    now = datetime.now(timezone.utc)
+    head = {"benchmark": "time_to_target", "created_utc": now.isoformat(timespec="seconds"),
+            "hardware": hardware(devices), "versions": versions(), "git": git_state(),
+            "params_hash": params_hash(params), "budget_s": budget_s}
+    path = Path(out_dir) / f"time-to-target-{report_stem(devices, now)}.json"
+    with jax.default_device(devices[0]):
+        rep = run_time_to_target(params, settings, registered, profile, budget_s,
+                                 on_seed=lambda partial: write_json(path, {**head, **partial}),
+                                 log=lambda msg: click.echo(msg, err=True))
+    write_json(path, {**head, **rep})
+    click.echo(format_table(rep))
+    click.echo(f"wrote {path}")
+
+
 @click.command("bench-stac")
 @click.option("--clips", type=click.IntRange(min=1), default=46, show_default=True, help="Clips to register.")
 @click.option("--frames", type=click.IntRange(min=1), default=100, show_default=True, help="Frames per clip (the first N).")
@@ -174,4 +228,4 @@ def bench_edm_cmd(n_lib, n_pred, max_E, max_Tp, surrogates, smap_lib, smap_pred,
     click.echo(f"wrote {out_path}")
 
 
-COMMANDS = [throughput_cmd, bench_stac_cmd, bench_edm_cmd]
+COMMANDS = [throughput_cmd, time_to_target_cmd, bench_stac_cmd, bench_edm_cmd]
