@@ -86,12 +86,16 @@ print(f"python {platform.python_version()}, jax {jax.__version__}, devices: {jax
 EOF
 [ $DRY = 1 ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$LOG"
 
-TIMING=(--seconds "$SECONDS_" --repeats "$REPEATS")
-part physics 200 throughput --envs "$ENVS_A" --measure "$MEASURE_A" "${TIMING[@]}" "${PROFILE_ARGS[@]}"
-part train 200 throughput --envs "$ENVS_B" --measure "$MEASURE_B" "${TIMING[@]}" "${PROFILE_ARGS[@]}"
-part time_to_target 600 time-to-target --seeds 0 "${TTT_ARGS[@]}" "${PROFILE_ARGS[@]}"
+# every MJX backend installed here: MJX-JAX always, MuJoCo Warp where it imports and starts
+WARP=$("$PY" -c 'from mimic_core.track.env import warp_status; ok, why = warp_status(); print(why if ok else "")' \
+  2>/dev/null | tail -1 || echo "")
+IMPL=jax; [ -n "$WARP" ] && IMPL=jax,warp
+echo "MJX backends: $IMPL${WARP:+ ($WARP)}" | tee -a "$LOG"
 
-WARP=$("$PY" -c 'import mujoco_warp; print(getattr(mujoco_warp, "__version__", "installed"))' 2>/dev/null || echo "")
+TIMING=(--seconds "$SECONDS_" --repeats "$REPEATS")
+part physics 200 throughput --envs "$ENVS_A" --measure "$MEASURE_A" --impl "$IMPL" "${TIMING[@]}" "${PROFILE_ARGS[@]}"
+part train 200 throughput --envs "$ENVS_B" --measure "$MEASURE_B" --impl "$IMPL" "${TIMING[@]}" "${PROFILE_ARGS[@]}"
+part time_to_target 600 time-to-target --seeds 0 "${TTT_ARGS[@]}" "${PROFILE_ARGS[@]}"
 
 "$PY" - "$OUT_DIR" "$STAMP" "$START" "$BUDGET" "$DRY" "$WARP" <<'EOF'
 import json, os, platform, sys, time
@@ -120,7 +124,7 @@ summary = {
     "check": "gpu-check", "created_utc": stamp, "dry_run": dry == "1", "budget_s": float(budget),
     "wall_s": round(time.time() - float(start), 1), "python": platform.python_version(), "parts": parts,
     "warp": {"installed": bool(warp), "version": warp or None,
-             "note": None if warp else "mujoco_warp is not installed here: only MJX-JAX was measured"},
+             "note": None if warp else "MuJoCo Warp is not installed (or cannot start) here: only MJX-JAX was measured"},
 }
 path = os.path.join(out_dir, f"gpu-check-{stamp}.json")
 with open(path + ".tmp", "w") as f:

@@ -39,15 +39,35 @@ import numpy as np
 from mimic_core.errors import DataError, MimicError, ParamsError
 
 MEASUREMENTS = ("physics", "env", "train", "mujoco_c")
+IMPLS = ("jax", "warp")       # MJX backends (track.physics.impl); (a)-(c) run on each one asked for
+MJX_MEASUREMENTS = ("physics", "env", "train")
 TITLES = {
     "physics": "(a) MJX physics (vmapped mjx.step)",
     "env": "(b) env steps (ImitationEnv + AutoReset)",
     "train": "(c) PPO training (collection + update)",
     "mujoco_c": "(d) MuJoCo C (mujoco.rollout, CPU)",
+    "physics_warp": "(a) MJX-Warp physics (vmapped mjx.step)",
+    "env_warp": "(b) env steps on MJX-Warp",
+    "train_warp": "(c) PPO training on MJX-Warp",
 }
 # The steps/s figure of each measurement: control steps, i.e. env steps (each = substeps physics steps).
 RATE_KEY = {"physics": "control_steps_per_s", "env": "env_steps_per_s", "train": "env_steps_per_s",
-            "mujoco_c": "control_steps_per_s"}
+            "mujoco_c": "control_steps_per_s", "physics_warp": "control_steps_per_s",
+            "env_warp": "env_steps_per_s", "train_warp": "env_steps_per_s"}
+
+
+def measurement_name(name: str, impl: str) -> str:
+    """The report key of an MJX measurement on a backend: `physics` on jax (as always), `physics_warp` on warp."""
+    return name if impl == "jax" or name not in MJX_MEASUREMENTS else f"{name}_{impl}"
+
+
+def parse_impls(text: str | Sequence[str]) -> list[str]:
+    """'jax,warp' -> ['jax', 'warp'] (in that order, distinct); a ValueError names a bad one."""
+    items = [x.strip() for x in (text.split(",") if isinstance(text, str) else text) if x.strip()]
+    bad = [x for x in items if x not in IMPLS]
+    if bad or not items:
+        raise ValueError(f"{', '.join(map(repr, bad)) or repr(text)}: choose from {', '.join(IMPLS)}, comma-separated")
+    return [i for i in IMPLS if i in items]
 CONTROL_PERIOD = 20          # control steps between fresh random controls
 MIN_ROLLOUT_STEPS = 100_000  # (d): env x physics steps per mujoco.rollout call, at least
 ROLLOUT_POOL = 4             # (d): distinct chunks of controls, cycled
@@ -75,6 +95,8 @@ HOW = {
     "mujoco_c": "mujoco.rollout.rollout (float64, one MjData per core, a persistent thread pool) over N envs with "
                 "the same random controls as (a), from the same poses; calls of at least "
                 f"{MIN_ROLLOUT_STEPS:,} env x physics steps, each starting where the last ended",
+    "impl": "(a)-(c) on each MJX backend asked for (--impl): MJX-JAX under their own names, MuJoCo Warp as "
+            "physics_warp, env_warp, train_warp (the same model, options, controls and poses)",
     "timing": "steady state: compile timed apart (compile_s), one warm-up call, work per call calibrated to about "
               "`seconds`, median of `repeats` timed calls (call_s lists them)",
     "memory": "device_peak_bytes: the largest peak_bytes_in_use over the devices used (None where the backend "
@@ -209,10 +231,28 @@ class Setup:
     seconds: float = 2.0
     repeats: int = 3
     seed: int = 0
+    impls: tuple = ("jax",)
+    _envs: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def n_devices(self) -> int:
         return len(self.devices)
+
+    def cfg_for(self, impl: str):
+        """The config with the physics backend `impl`."""
+        return self.cfg.replace(physics=dataclasses.replace(self.cfg.physics, impl=impl))
+
+    def env_for(self, impl: str):
+        """The env on the physics backend `impl` (the set-up's own where it matches; built once otherwise)."""
+        if impl == self.cfg.physics.impl:
+            return self.env
+        if impl not in self._envs:
+            from mimic_core.track.env import ImitationEnv
+
+            cfg = self.cfg_for(impl)
+            with jax.default_device(self.devices[0]):
+                self._envs[impl] = ImitationEnv(self.fm.model, self.clips, cfg.env, cfg.physics, self.ctrl_cost_weight)
+        return self._envs[impl]
 
 
 def select_devices(which: str) -> list:
@@ -233,7 +273,7 @@ def select_devices(which: str) -> list:
 
 
 def build_setup(params: Mapping[str, Any], devices: list, registered: str | Path | None, profile: str | None = None,
-                seconds: float = 2.0, repeats: int = 3, seed: int = 0) -> Setup:
+                seconds: float = 2.0, repeats: int = 3, seed: int = 0, impls: Sequence[str] | None = None) -> Setup:
     """The env through `mimic_core.track.stage.setup`, on the registered clips, or on clips synthesised from
     the model where there are none (a fresh clone before `dvc repro`)."""
     from mimic_core.track.config import ctrl_cost_weights, resolve_profile
@@ -246,7 +286,12 @@ def build_setup(params: Mapping[str, Any], devices: list, registered: str | Path
         raise ParamsError("params.yaml: missing 'track'")
     if profile is not None:
         params["track"] = {**params["track"], "profile": profile}
-    resolve_profile(params["track"])  # an unknown profile is named before anything else
+    section = resolve_profile(params["track"])  # an unknown profile is named before anything else
+    impls = tuple(impls or (section.physics.impl,))
+    from mimic_core.track.env import check_impl
+
+    for impl in impls:   # a backend that cannot run here is named before anything compiles
+        check_impl(impl)
     weight = float(ctrl_cost_weights(params["track"])[0])
     src = registered
     try:
@@ -263,7 +308,7 @@ def build_setup(params: Mapping[str, Any], devices: list, registered: str | Path
             source = f"{what} ({src} holds no registered clips; run `dvc repro` for the registered twin)"
     return Setup(cfg, fm, clips, env, list(devices), env_mesh(list(devices)),
                  str(params["track"].get("profile") or "default"), weight, source, not found,
-                 float(seconds), int(repeats), int(seed))
+                 float(seconds), int(repeats), int(seed), impls)
 
 
 def _shardings(s: Setup):
@@ -309,14 +354,14 @@ def _finite(*arrays: np.ndarray) -> dict:
 
 # -- the four measurements ------------------------------------------------------------------
 
-def measure_physics(s: Setup, n: int) -> dict:
-    """(a) vmapped mjx.step, random moving controls."""
+def measure_physics(s: Setup, n: int, impl: str = "jax") -> dict:
+    """(a) vmapped mjx.step on the backend `impl`, random moving controls."""
     from mujoco import mjx
 
-    from mimic_core.track.env import physics_model
+    from mimic_core.track.env import make_data, physics_model, put_model
 
     m = physics_model(s.fm.model, s.cfg.physics)
-    mx = mjx.put_model(m)
+    mx = put_model(m, impl)
     substeps, nu = s.cfg.physics.substeps, m.nu
     shard_envs, _ = _shardings(s)
     key = jax.random.PRNGKey(s.seed)
@@ -335,7 +380,7 @@ def measure_physics(s: Setup, n: int) -> dict:
 
     qpos, qvel = initial_poses(s.clips.qpos, s.clips.qvel, n, s.seed)
     with jax.default_device(s.devices[0]):
-        d0 = mjx.make_data(mx)
+        d0 = make_data(m, impl)
         d = jax.jit(jax.vmap(lambda q, v: d0.replace(qpos=q, qvel=v)))(jnp.asarray(qpos, jnp.float32),
                                                                        jnp.asarray(qvel, jnp.float32))
         timing, (d, p, speed) = _timed_loop(s, period, (d, jnp.int32(0), jnp.float32(0.0)))
@@ -345,11 +390,12 @@ def measure_physics(s: Setup, n: int) -> dict:
     return out
 
 
-def measure_env(s: Setup, n: int) -> dict:
-    """(b) the imitation env with AutoReset, random actions (the controls of (a)), obs and reward."""
+def measure_env(s: Setup, n: int, impl: str = "jax") -> dict:
+    """(b) the imitation env with AutoReset on the backend `impl`, random actions (the controls of (a)), obs and
+    reward."""
     from mimic_core.track.env import AutoReset
 
-    env = AutoReset(s.env)
+    env = AutoReset(s.env_for(impl))
     shard_envs, _ = _shardings(s)
     key = jax.random.PRNGKey(s.seed)
     nu = env.action_size
@@ -376,15 +422,16 @@ def measure_env(s: Setup, n: int) -> dict:
     return out
 
 
-def measure_train(s: Setup, n: int) -> dict:
-    """(c) the real PPO iteration (collection and update) at num_envs = n."""
+def measure_train(s: Setup, n: int, impl: str = "jax") -> dict:
+    """(c) the real PPO iteration (collection and update) at num_envs = n on the backend `impl`."""
     from mimic_core.track.train import make_train
 
     mb = minibatches_for(n, s.cfg.ppo.num_minibatches, s.n_devices)
     # one unroll of every env per update (batch_size * minibatches = num_envs)
-    cfg = s.cfg.replace(ppo=dataclasses.replace(s.cfg.ppo, num_envs=n, num_minibatches=mb, batch_size=n // mb))
+    base = s.cfg_for(impl)
+    cfg = base.replace(ppo=dataclasses.replace(base.ppo, num_envs=n, num_minibatches=mb, batch_size=n // mb))
     with jax.default_device(s.devices[0]):
-        trainer = make_train(cfg, s.env, s.mesh)
+        trainer = make_train(cfg, s.env_for(impl), s.mesh)
         ts = [jax.block_until_ready(trainer.jit_init(jax.random.PRNGKey(s.seed)))]
         t0 = time.perf_counter()
         trainer.jit_iteration.lower(ts[0]).compile()
@@ -448,10 +495,22 @@ def measure_mujoco_c(s: Setup, n: int) -> dict:
     return out
 
 
-def default_measures() -> dict[str, Callable[[Setup, int], dict]]:
-    """The four measurements by name (looked up when called, so a test can replace one)."""
+def default_measures(impls: Sequence[str] = ("jax",), names: Sequence[str] = MEASUREMENTS
+                     ) -> dict[str, Callable[[Setup, int], dict]]:
+    """The measurements `names` by report key, (a)-(c) once per backend in `impls` (looked up when called, so a
+    test can replace one)."""
+    import functools
+
     mod = sys.modules[__name__]
-    return {name: getattr(mod, f"measure_{name}") for name in MEASUREMENTS}
+    out = {}
+    for impl in impls:
+        for name in names:
+            if name in MJX_MEASUREMENTS:
+                fn = getattr(mod, f"measure_{name}")
+                out[measurement_name(name, impl)] = fn if impl == "jax" else functools.partial(fn, impl=impl)
+    if "mujoco_c" in names:
+        out["mujoco_c"] = mod.measure_mujoco_c
+    return out
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -551,7 +610,17 @@ def settings_summary(s: Setup, counts: Sequence[int]) -> dict:
                      "x64": bool(jax.config.jax_enable_x64)},
         "how": HOW,
         "paper": paper_figures(),
+        "backends": backends_summary(),
     }
+
+
+def backends_summary() -> dict:
+    """Which MJX backends this machine can run, and why not where one cannot (a report says it, not a crash)."""
+    from mimic_core.track.env import warp_status
+
+    ok, why = warp_status()
+    return {"jax": {"available": True, "why": f"jax {jax.__version__} on {jax.default_backend()}"},
+            "warp": {"available": ok, "why": why}}
 
 
 CSV_COLUMNS = [(name, field) for name, fields in (
@@ -559,14 +628,19 @@ CSV_COLUMNS = [(name, field) for name, fields in (
     ("env", ("env_steps_per_s", "physics_steps_per_s", "compile_s")),
     ("train", ("env_steps_per_s", "iterations_per_s", "compile_s")),
     ("mujoco_c", ("control_steps_per_s", "physics_steps_per_s")),
+    ("physics_warp", ("control_steps_per_s", "physics_steps_per_s", "compile_s")),
+    ("env_warp", ("env_steps_per_s", "physics_steps_per_s", "compile_s")),
+    ("train_warp", ("env_steps_per_s", "iterations_per_s", "compile_s")),
     ("memory", ("device_peak_bytes", "max_rss_bytes"))) for field in fields]
 
 
 def csv_rows(results: Sequence[dict]) -> list[dict]:
     """One flat row per env count: `<measurement>_<field>` columns (memory fields by their own names); a
-    missing measurement leaves its columns empty."""
+    missing measurement leaves its columns empty, and a Warp measurement that no row has adds no columns."""
+    present = {k for r in results for k in r}
+    cols = [(n, f) for n, f in CSV_COLUMNS if not n.endswith("_warp") or n in present]
     return [{"envs": r["envs"], **{(field if name == "memory" else f"{name}_{field}"): (r.get(name) or {}).get(field)
-                                   for name, field in CSV_COLUMNS}} for r in results]
+                                   for name, field in cols}} for r in results]
 
 
 def report_stem(devices: list, now: datetime) -> str:
@@ -620,11 +694,15 @@ def write_plot(path: Path, report: dict) -> None:
 def format_table(report: dict) -> str:
     """The steps/s of every measurement and env count, for the terminal."""
 
-    head = f"  {'envs':>6s} " + " ".join(f"{h:>14s}" for h in ("(a) physics", "(b) env", "(c) train", "(d) MuJoCo C"))
+    short = {"physics": "(a) physics", "env": "(b) env", "train": "(c) train", "mujoco_c": "(d) MuJoCo C",
+             "physics_warp": "(a) warp", "env_warp": "(b) env warp", "train_warp": "(c) train warp"}
+    present = {k for r in report["results"] for k in r}
+    names = [n for n in RATE_KEY if not n.endswith("_warp") or n in present]
+    head = f"  {'envs':>6s} " + " ".join(f"{short[n]:>14s}" for n in names)
     lines = [f"steps/s (control steps = env steps), {report['hardware']['device_kind']} "
              f"x{report['hardware']['device_count']}, {report['profile']} profile, {report['data']} data", head]
     for r in report["results"]:
-        cells = [f"{r[n][k]:14,.0f}" if n in r else f"{'-':>14s}" for n, k in RATE_KEY.items()]
+        cells = [f"{r[n][RATE_KEY[n]]:14,.0f}" if n in r else f"{'-':>14s}" for n in names]
         lines.append(f"  {r['envs']:6d} " + " ".join(cells))
     lines.append("  paper (training): " + "; ".join(f"{p['env_steps_per_s']:,} at {p['envs']} envs on {p['gpus']} x "
                                                     f"{p['gpu']}" for p in report["paper"]["figures"]))

@@ -381,6 +381,7 @@ class PhysicsConfig:
     solver: Literal["newton", "cg"]
     iterations: PosInt
     ls_iterations: PosInt
+    impl: Literal["jax", "warp"] = "jax"   # MJX backend: MJX-JAX (the original's) or MuJoCo Warp (the `warp` extra)
 
 
 @dataclass(frozen=True)

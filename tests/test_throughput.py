@@ -131,7 +131,7 @@ def test_a_tiny_real_run_writes_finite_positive_figures(tiny_params, tmp_path):
     assert r["stopped"] is None and r["largest_envs"] == 2
     (row,) = r["results"]
     assert row["envs"] == 2 and set(tp.MEASUREMENTS) <= set(row)
-    for name, key in tp.RATE_KEY.items():
+    for name, key in ((m, tp.RATE_KEY[m]) for m in tp.MEASUREMENTS):
         assert row[name][key] > 0 and row[name]["physics_steps_per_s"] == pytest.approx(2 * row[name][key])
     for name in ("physics", "env", "train"):
         assert row[name]["compile_s"] > 0
@@ -162,7 +162,7 @@ def test_out_of_memory_stops_at_the_largest_count_that_fits(tiny_params, tmp_pat
             return {key: 100.0 * n, "physics_steps_per_s": 200.0 * n, "compile_s": 0.5}
         return measure
 
-    for name, key in tp.RATE_KEY.items():
+    for name, key in ((m, tp.RATE_KEY[m]) for m in tp.MEASUREMENTS):
         monkeypatch.setattr(tp, f"measure_{name}", fake(name, key))
     out = tmp_path / "reports"
     res = CliRunner().invoke(main, ["throughput", "--envs", "1,16,64,256", "--out-dir", str(out),
@@ -202,7 +202,7 @@ def _fake_measures(monkeypatch, calls, fail=None):
             return {key: 100.0 * n, "physics_steps_per_s": 200.0 * n, "compile_s": 0.5}
         return measure
 
-    for name, key in tp.RATE_KEY.items():
+    for name, key in ((m, tp.RATE_KEY[m]) for m in tp.MEASUREMENTS):
         monkeypatch.setattr(tp, f"measure_{name}", fake(name, key))
 
 
@@ -386,3 +386,50 @@ def test_the_time_budget_keeps_the_seeds_already_run(monkeypatch):
     assert [r["seed"] for r in rep["runs"]] == [0, 1] and not rep["complete"]       # seed 2 would start at 80 s
     assert rep["summary"]["train_seconds"] == {"median": 30.5, "min": 30.0, "max": 31.0}
     assert [len(p["runs"]) for p in partial] == [1, 2]
+
+
+# -- MJX backends (--impl) --------------------------------------------------------------------
+
+def test_impl_warp_without_warp_names_the_extra(tiny_params, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mujoco_warp", None)   # as if not installed
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main, ["throughput", "--envs", "1", "--impl", "jax,warp", "--out-dir", str(out),
+                                    "--registered", str(tmp_path / "no-clips"), "--params", str(tiny_params)])
+    assert res.exit_code == 1 and "track.physics.impl" in res.output and ".[warp]" in res.output, res.output
+    assert not out.exists()
+    res = CliRunner().invoke(main, ["throughput", "--impl", "cuda", "--params", str(tiny_params)])
+    assert res.exit_code == 2 and "choose from jax, warp" in res.output
+
+
+def test_both_backends_side_by_side_in_one_report(tiny_params, tmp_path, monkeypatch):
+    """With Warp usable, (a)-(c) run once per backend into one report: jax under the usual names, warp as
+    <name>_warp, with CSV columns and table cells of their own."""
+    import mimic_core.track.env as env_mod
+
+    monkeypatch.setattr(env_mod, "warp_status", lambda: (True, "warp-lang (faked) on cpu"))
+    calls = []
+
+    def fake(name, key):
+        def measure(s, n, impl="jax"):
+            calls.append((name, impl, n))
+            return {key: (10.0 if impl == "warp" else 1.0) * n, "physics_steps_per_s": 2.0 * n, "compile_s": 0.5}
+        return measure
+
+    for name in tp.MEASUREMENTS:
+        monkeypatch.setattr(tp, f"measure_{name}", fake(name, tp.RATE_KEY[name]))
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main, ["throughput", "--envs", "2", "--impl", "warp,jax", "--out-dir", str(out),
+                                    "--registered", str(tmp_path / "no-clips"), "--params", str(tiny_params)])
+    assert res.exit_code == 0, res.output
+    r = json.loads(_one(out, "json").read_text())
+    assert r["impls"] == ["jax", "warp"] and r["backends"]["warp"]["available"] is True
+    (row,) = r["results"]
+    assert {"physics", "env", "train", "mujoco_c", "physics_warp", "env_warp", "train_warp"} <= set(row)
+    assert row["train_warp"]["env_steps_per_s"] == 20.0 and row["train"]["env_steps_per_s"] == 2.0
+    assert sorted(c for c in calls if c[0] == "mujoco_c") == [("mujoco_c", "jax", 2)]   # MuJoCo C once
+    with _one(out, "csv").open() as f:
+        (line,) = list(csv.DictReader(f))
+    assert float(line["train_warp_env_steps_per_s"]) == 20.0
+    assert "(c) train warp" in res.output

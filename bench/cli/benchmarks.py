@@ -33,11 +33,25 @@ def _measures(ctx, param, value):
     return [m for m in MEASUREMENTS if m in names]
 
 
+def _impls(ctx, param, value):
+    from bench.throughput import parse_impls
+
+    if value is None:
+        return None
+    try:
+        return parse_impls(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+
+
 @click.command("throughput")
 @click.option("--envs", "counts", default=DEFAULT_ENVS, show_default=True, callback=_envs,
               help="Env counts, comma-separated positive integers.")
 @click.option("--measure", "names", default="physics,env,train,mujoco_c", show_default=True, callback=_measures,
               help="Which measurements, comma-separated: physics (MJX), env, train (PPO), mujoco_c (MuJoCo C).")
+@click.option("--impl", "impls", default=None, callback=_impls,
+              help="MJX backends for physics, env and train, comma-separated: jax, warp (MuJoCo Warp: "
+                   "pip install -e '.[warp]') [default: track.physics.impl in params].")
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
               help="Target length of one timed call (each measurement and env count).")
 @click.option("--devices", "which", type=click.Choice(["all", "cpu", "gpu"]), default="all", show_default=True,
@@ -55,7 +69,7 @@ def _measures(ctx, param, value):
                    "from the model.")
 @params_option
 @clear_errors
-def throughput_cmd(counts, names, seconds, which, repeats, budget_s, out_dir, profile, registered, params_path):
+def throughput_cmd(counts, names, impls, seconds, which, repeats, budget_s, out_dir, profile, registered, params_path):
     """Steps/s against parallel envs: MJX physics, the env, PPO training, and MuJoCo C on the CPU."""
     from tqdm import tqdm
 
@@ -67,10 +81,10 @@ def throughput_cmd(counts, names, seconds, which, repeats, budget_s, out_dir, pr
 
     params = load_params(params_path)
     devices = select_devices(which)
-    s = build_setup(params, devices, registered, profile, seconds, repeats)
+    s = build_setup(params, devices, registered, profile, seconds, repeats, impls=impls)
     click.echo(f"throughput on {len(devices)} x {devices[0].device_kind} ({devices[0].platform}); env counts "
-               f"{', '.join(map(str, counts))}; {', '.join(names)}; {s.profile} profile; clips: {s.clips_source}",
-               err=True)
+               f"{', '.join(map(str, counts))}; {', '.join(names)}; MJX backends {', '.join(s.impls)}; "
+               f"{s.profile} profile; clips: {s.clips_source}", err=True)
     now = datetime.now(timezone.utc)
     head = {
         "benchmark": "throughput",
@@ -81,6 +95,7 @@ def throughput_cmd(counts, names, seconds, which, repeats, budget_s, out_dir, pr
         "params_hash": params_hash(params),
         "titles": dict(TITLES),
         "measurements": list(names),
+        "impls": list(s.impls),
         "budget_s": budget_s,
         **settings_summary(s, counts),
     }
@@ -91,7 +106,7 @@ def throughput_cmd(counts, names, seconds, which, repeats, budget_s, out_dir, pr
         write_json(json_path, {**head, **out})
         write_csv(csv_path, csv_rows(out["results"]))
 
-    measures = {k: v for k, v in default_measures().items() if k in names}
+    measures = default_measures(s.impls, names)
     with tqdm(total=len(counts) * len(measures), file=sys.stderr, dynamic_ncols=True) as bar:
         out = run_throughput(s, counts, bar, measures, budget_s=budget_s, on_row=write)
     report = {**head, **out}

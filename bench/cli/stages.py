@@ -66,18 +66,29 @@ def register_cmd(prepared, out, metrics, params_path):
 @output_option("--metrics-csv", "Per-iteration training metrics (CSV).", dir_okay=False)
 @click.option("--checkpoints", required=True, type=StatePath(file_okay=False),
               help="Checkpoint root, kept between runs (a run resumes when its settings match).")
+@click.option("--distributed", "auto", is_flag=True,
+              help="Join a multi-process run whose coordinator, size and rank JAX detects (SLURM, Open MPI).")
+@click.option("--coordinator", default=None, metavar="HOST:PORT",
+              help="Multi-process run: process 0's address (with --num-processes and --process-id).")
+@click.option("--num-processes", type=click.IntRange(min=1), default=None, help="Multi-process run: how many.")
+@click.option("--process-id", type=click.IntRange(min=0), default=None, help="Multi-process run: this one's rank.")
 @params_option
 @clear_errors
-def train_cmd(weight, registered, out, metrics_csv, checkpoints, params_path):
-    """Train one policy of the control-cost sweep with PPO in MJX."""
+def train_cmd(weight, registered, out, metrics_csv, checkpoints, auto, coordinator, num_processes, process_id,
+              params_path):
+    """Train one policy of the control-cost sweep with PPO in MJX (on one process, or on several with
+    jax.distributed: envs split over every process's devices, process 0 writes)."""
     import jax
 
     from mimic_core.params import load_params
+    from mimic_core.track.distributed import initialize
     from mimic_core.track.stage import run_train
 
-    params = load_params(params_path)
-    click.echo(f"training lambda_ctrl={weight} on {jax.device_count()} {jax.devices()[0].platform} device(s)",
-               err=True)
+    params = load_params(params_path)   # bad params fail before joining anything
+    multi = initialize(coordinator, num_processes, process_id, auto)
+    where = (f"process {jax.process_index()} of {jax.process_count()}, " if multi else "")
+    click.echo(f"training lambda_ctrl={weight} on {where}{jax.device_count()} {jax.devices()[0].platform} "
+               f"device(s)", err=True)
     bar = None
 
     def progress(row):
@@ -98,7 +109,7 @@ def train_cmd(weight, registered, out, metrics_csv, checkpoints, params_path):
     f = meta["final"]
     click.echo(f"policy lambda_ctrl={weight}: {meta['env_steps']:,} env steps in {f.get('seconds', 0):.0f} s "
                f"({f.get('steps_per_s', 0):,.0f}/s); last joint error {f.get('joint_error_deg', float('nan')):.2f} "
-               f"deg -> {out}")
+               f"deg -> {out if jax.process_index() == 0 else 'written by process 0'}")
 
 
 @click.command("evaluate")

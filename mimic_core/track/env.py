@@ -7,6 +7,7 @@ start frame) wherever one ends.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import jax
@@ -47,6 +48,54 @@ def physics_model(model: mujoco.MjModel, physics: PhysicsConfig) -> mujoco.MjMod
     return m
 
 
+WARP_EXTRA = "pip install -e '.[warp]' (mujoco-warp and warp-lang, pinned in pyproject.toml)"
+
+
+def warp_status() -> tuple[bool, str]:
+    """Whether MJX's Warp backend can be used here: (available, why not / what it runs on)."""
+    try:
+        import importlib
+
+        import warp as wp
+
+        importlib.import_module("mujoco_warp")   # what MJX imports for impl="warp"
+    except ImportError as e:
+        return False, f"MuJoCo Warp is not installed ({e}); install it with {WARP_EXTRA}"
+    try:
+        wp.init()
+        devices = [str(d) for d in wp.get_devices()]
+    except Exception as e:  # warp raises its own types for a broken driver or toolkit
+        return False, f"MuJoCo Warp is installed but warp cannot start: {type(e).__name__}: {e}"
+    return True, f"warp-lang {wp.__version__} on {', '.join(devices)}"
+
+
+def check_impl(impl: str) -> None:
+    """A clear error for a physics backend that cannot run here."""
+    if impl == "warp":
+        ok, why = warp_status()
+        if not ok:
+            raise ParamsError(f"params.yaml: 'track.physics.impl': warp: {why}")
+    elif impl != "jax":
+        raise ParamsError(f"params.yaml: 'track.physics.impl': {impl!r} is not jax or warp")
+
+
+def _device(impl: str):
+    """Where MJX puts things: its default is jax.devices()[0], which under jax.distributed is process 0's, not
+    addressable from the others; there, this process's first device."""
+    return jax.local_devices()[0] if impl == "jax" and jax.process_count() > 1 else None
+
+
+def put_model(model: mujoco.MjModel, impl: str = "jax"):
+    """The MJX model of `model` on the backend `impl` (jax or warp), checked first."""
+    check_impl(impl)
+    return mjx.put_model(model, device=_device(impl), impl=impl)
+
+
+def make_data(model: mujoco.MjModel, impl: str = "jax") -> mjx.Data:
+    """Fresh MJX data for `model` on the backend `impl`."""
+    return mjx.make_data(model, device=_device(impl), impl=impl)
+
+
 def actuator_velocity(d: mjx.Data) -> jax.Array:
     """Actuator (muscle length) velocities; MJX 3.x keeps them with the implementation's fields."""
     return d._impl.actuator_velocity if hasattr(d, "_impl") else d.actuator_velocity
@@ -77,14 +126,15 @@ class ImitationEnv:
             raise ParamsError(f"params.yaml: 'track.env.end_effector_body': {env.end_effector_body!r} is not a body "
                               "of the model")
         self.mj_model = physics_model(model, physics)
-        self.mx = mjx.put_model(self.mj_model)
+        self.impl = physics.impl
+        self.mx = put_model(self.mj_model, physics.impl)
         self.cfg = env
         self.substeps = physics.substeps
         self.ctrl_cost_weight = float(ctrl_cost_weight)
         self.ref = Reference(jnp.asarray(clips.qpos, jnp.float32), jnp.asarray(clips.qvel, jnp.float32))
         self.n_clips, self.n_frames = clips.qpos.shape[:2]
         self.dt = control_dt
-        self._data0 = mjx.make_data(self.mx)
+        self._data0 = make_data(self.mj_model, physics.impl)
 
     @property
     def action_size(self) -> int:
@@ -213,7 +263,14 @@ class AutoReset:
         def pick(a, b):
             return jnp.where(done, a, b)
 
-        pipeline = jax.tree_util.tree_map(pick, fresh.pipeline_state, nxt.pipeline_state)
+        if self.env.impl == "warp":
+            # mapping over MJX-Warp 4.0's derived fields (Data._impl) under vmap leaks a tracer; they are not
+            # state (the next mjx.step recomputes them from the picked fields), so the new episode keeps the old
+            pipeline = nxt.pipeline_state.replace(**{
+                f.name: pick(getattr(fresh.pipeline_state, f.name), getattr(nxt.pipeline_state, f.name))
+                for f in dataclasses.fields(nxt.pipeline_state) if f.name != "_impl"})
+        else:
+            pipeline = jax.tree_util.tree_map(pick, fresh.pipeline_state, nxt.pipeline_state)
         obs = jax.tree_util.tree_map(pick, fresh.obs, nxt.obs)
         info = {k: pick(fresh.info[k], nxt.info[k]) for k in ("clip", "frame", "start", "steps", "prev_ctrl",
                                                               "prev_action")}

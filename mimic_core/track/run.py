@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 
 from mimic_core.errors import DataError, MimicError
 from mimic_core.io import atomic_dir, atomic_path, write_json
+from mimic_core.track import distributed as dist
 from mimic_core.track.train import METRIC_KEYS, Trainer, TrainState, finite_metrics, place
 
 CSV_FIELDS = ("iteration", "env_steps", "seconds", "steps_per_s", *METRIC_KEYS)
@@ -32,14 +33,26 @@ class TrainingDiverged(MimicError):
     """The loss or the parameters became non-finite."""
 
 
+def _primary_only() -> dict:
+    """Orbax options under jax.distributed: process 0 alone reads and writes (no barrier with the others)."""
+    if not dist.is_multiprocess():
+        return {}
+    return {"multiprocessing_options": ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})}
+
+
 def _manager(ckpt_dir: Path) -> ocp.CheckpointManager:
-    opts = ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False)
+    only = _primary_only()
+    if only:   # orbax will not create the folder for a subset of the processes
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    opts = ocp.CheckpointManagerOptions(max_to_keep=2, create=not only, enable_async_checkpointing=False, **only)
     return ocp.CheckpointManager(ckpt_dir.resolve(), options=opts)
 
 
-def _nonempty(tree) -> tuple[dict, list, object]:
-    """Orbax refuses zero-size arrays (MJX data has some): save the others, keyed by leaf index."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
+def _nonempty(tree, leaves: list | None = None) -> tuple[dict, list, object]:
+    """Orbax refuses zero-size arrays (MJX data has some): save the others, keyed by leaf index (`leaves`: the
+    tree's leaves as given, e.g. gathered to the host)."""
+    flat, treedef = jax.tree_util.tree_flatten(tree)
+    leaves = flat if leaves is None else leaves
     return {str(i): x for i, x in enumerate(leaves) if np.prod(x.shape) > 0}, leaves, treedef
 
 
@@ -47,20 +60,22 @@ class CheckpointError(MimicError):
     """No checkpoint in the folder can be read back whole."""
 
 
-def state_digest(state: TrainState) -> str:
+def state_digest(state: TrainState, leaves: list | None = None) -> str:
     """SHA-256 over every leaf's dtype, shape and bytes: what a restored checkpoint must match."""
     h = hashlib.sha256()
-    for x in jax.tree_util.tree_leaves(jax.device_get(state)):
+    for x in (jax.tree_util.tree_leaves(jax.device_get(state)) if leaves is None else leaves):
         x = np.ascontiguousarray(x)
         h.update(f"{x.dtype.str}{x.shape}".encode())
         h.update(x.tobytes())
     return h.hexdigest()
 
 
-def save_state(mngr: ocp.CheckpointManager, step: int, state: TrainState, rows: list[dict] = ()) -> None:
-    """One checkpoint: the state, the metrics rows up to `step`, and the state's digest."""
-    log = {"rows": list(rows), "state_sha256": state_digest(state)}
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_nonempty(state)[0]),
+def save_state(mngr: ocp.CheckpointManager, step: int, state: TrainState, rows: list[dict] = (),
+               leaves: list | None = None) -> None:
+    """One checkpoint: the state (or its `leaves` gathered to the host), the metrics rows up to `step`, and the
+    state's digest."""
+    log = {"rows": list(rows), "state_sha256": state_digest(state, leaves)}
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_nonempty(state, leaves)[0]),
                                             log=ocp.args.JsonSave(log)))
     mngr.wait_until_finished()
 
@@ -68,6 +83,8 @@ def save_state(mngr: ocp.CheckpointManager, step: int, state: TrainState, rows: 
 def restore_checkpoint(mngr: ocp.CheckpointManager, step: int, abstract: TrainState) -> tuple[TrainState, list[dict]]:
     """The state and rows of one checkpoint, checked against its digest; any fault raises."""
     target, leaves, treedef = _nonempty(abstract)
+    if dist.is_multiprocess():   # process 0 alone restores: onto its host, then broadcast
+        target = {k: np.zeros(v.shape, v.dtype) for k, v in target.items()}
     saved = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                                        log=ocp.args.JsonRestore()))
     arrays, log = saved["state"], saved["log"]
@@ -118,11 +135,14 @@ def fit(trainer: Trainer, key: jax.Array, ckpt_dir: Path, progress: Callable[[di
     checkpoint that was skipped.
     """
     ckpt_dir = Path(ckpt_dir)
-    mngr = _manager(ckpt_dir)
+    multi, primary = dist.is_multiprocess(), dist.is_primary()
+    mngr = _manager(ckpt_dir) if primary else None   # under jax.distributed, process 0 reads and writes
     abstract = jax.eval_shape(trainer.init, key)
     rows: list[dict] = []
     if state is None:
-        found = resume(mngr, ckpt_dir, abstract, log)
+        found = resume(mngr, ckpt_dir, abstract, log) if primary else None
+        if multi:
+            found = _share_resumed(found, abstract)
         if found is not None:
             state, rows = place(found[0], trainer.mesh), found[1]
         else:
@@ -144,12 +164,28 @@ def fit(trainer: Trainer, key: jax.Array, ckpt_dir: Path, progress: Callable[[di
                "steps_per_s": (int(m["env_steps"]) - steps0) / max(elapsed, 1e-9),
                **{k: float(m[k]) for k in METRIC_KEYS}}
         rows.append(row)
-        if progress:
+        if progress and primary:
             progress(row)
         if (it + 1) % every == 0 or it + 1 == end:
-            save_state(mngr, it + 1, state, rows)
-    mngr.close()
+            leaves = dist.host_leaves(state) if multi else None   # a collective: every process gathers
+            if primary:
+                save_state(mngr, it + 1, state, rows, leaves)
+    if primary:
+        mngr.close()
     return state, rows
+
+
+def _share_resumed(found: tuple[TrainState, list[dict]] | None, abstract: TrainState):
+    """Process 0's resumed state on every process (the others start from it too); rows stay with process 0,
+    which alone writes them."""
+    step = int(dist.broadcast_from_primary(np.int32(-1 if found is None else int(found[0].iteration))))
+    if step < 0:
+        return None
+    leaves = dist.host_leaves(found[0]) if found is not None else \
+        [np.zeros(x.shape, x.dtype) for x in jax.tree_util.tree_leaves(abstract)]
+    leaves = dist.broadcast_from_primary(leaves)
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(abstract), leaves), \
+        (found[1] if found is not None else [])
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
@@ -172,8 +208,14 @@ def save_policy(out_dir: Path, state: TrainState, meta: dict) -> None:
     Written into a temporary folder and renamed, so `out_dir` is either the old policy or the new one.
     """
     payload = jax.device_get({"params": state.params, "obs_norm": state.obs_norm})
+    if dist.is_multiprocess():
+        # orbax refuses device arrays of one process in a multi-process run, and brax's UInt64 count turns numpy
+        # back into them: save plain nested dicts of numpy (the same layout on disk, read back by load_policy)
+        from flax import serialization
+
+        payload = jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(payload))
     with atomic_dir(out_dir) as tmp:
-        with ocp.StandardCheckpointer() as ckptr:
+        with ocp.StandardCheckpointer(**_primary_only()) as ckptr:
             ckptr.save((tmp / "params").resolve(), payload)
         write_json(tmp / "policy.json", meta)
 

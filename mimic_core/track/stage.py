@@ -64,6 +64,7 @@ def run_train(params: Mapping[str, Any] | Params, weight: str, out_dir: Path, me
               stop_after: int | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Train one policy of the sweep; resumes from its newest good checkpoint when the settings are the same
     (`log`: where a damaged checkpoint that was skipped is reported)."""
+    from mimic_core.track import distributed as dist
     from mimic_core.track.run import fit, save_policy, write_rows
     from mimic_core.track.train import make_train
 
@@ -73,6 +74,8 @@ def run_train(params: Mapping[str, Any] | Params, weight: str, out_dir: Path, me
     trainer = make_train(cfg, env)
     settings = {"track": dataclasses.asdict(cfg), "model": p.model.model_dump(), "clips": clips.clip_names,
                 "n_devices": trainer.mesh.devices.size}
+    if dist.is_multiprocess():
+        settings["processes"] = dist.processes_summary()
     reference_md5 = hashlib.md5(np.ascontiguousarray(clips.qpos).tobytes()).hexdigest()
     h = params_hash({**settings, "reference_md5": reference_md5})
     ckpt = Path(ckpt_root) / f"{weight_key(w)}-{h}"
@@ -82,9 +85,11 @@ def run_train(params: Mapping[str, Any] | Params, weight: str, out_dir: Path, me
             "iterations": int(state.iteration), "env_steps": int(state.env_steps),
             "final": {k: float(v) for k, v in last.items() if k not in ("iteration", "env_steps")},
             "settings": settings}
-    write_rows(Path(metrics_csv), rows)
-    if stop_after is None or int(state.iteration) >= trainer.n_iterations:
-        save_policy(Path(out_dir), state, meta)
+    if dist.is_primary():   # under jax.distributed, process 0 writes while the others wait
+        write_rows(Path(metrics_csv), rows)
+        if stop_after is None or int(state.iteration) >= trainer.n_iterations:
+            save_policy(Path(out_dir), state, meta)
+    dist.barrier("mimic-bench train: written")
     return meta
 
 
