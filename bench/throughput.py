@@ -50,10 +50,14 @@ TITLES = {
     "env_warp": "(b) env steps on MJX-Warp",
     "train_warp": "(c) PPO training on MJX-Warp",
 }
-# The steps/s figure of each measurement: control steps, i.e. env steps (each = substeps physics steps).
+# The steps/s figure of each measurement: control steps, i.e. env steps (each = substeps physics steps); an MJX
+# measurement on Warp has its JAX twin's.
 RATE_KEY = {"physics": "control_steps_per_s", "env": "env_steps_per_s", "train": "env_steps_per_s",
-            "mujoco_c": "control_steps_per_s", "physics_warp": "control_steps_per_s",
-            "env_warp": "env_steps_per_s", "train_warp": "env_steps_per_s"}
+            "mujoco_c": "control_steps_per_s"}
+RATE_KEY.update({f"{n}_warp": RATE_KEY[n] for n in MJX_MEASUREMENTS})
+CONTROL_PERIOD = 20          # control steps between fresh random controls
+MIN_ROLLOUT_STEPS = 100_000  # (d): env x physics steps per mujoco.rollout call, at least
+ROLLOUT_POOL = 4             # (d): distinct chunks of controls, cycled
 
 
 def measurement_name(name: str, impl: str) -> str:
@@ -68,9 +72,12 @@ def parse_impls(text: str | Sequence[str]) -> list[str]:
     if bad or not items:
         raise ValueError(f"{', '.join(map(repr, bad)) or repr(text)}: choose from {', '.join(IMPLS)}, comma-separated")
     return [i for i in IMPLS if i in items]
-CONTROL_PERIOD = 20          # control steps between fresh random controls
-MIN_ROLLOUT_STEPS = 100_000  # (d): env x physics steps per mujoco.rollout call, at least
-ROLLOUT_POOL = 4             # (d): distinct chunks of controls, cycled
+
+
+def shown(names, results: Sequence[dict]) -> list[str]:
+    """`names` less the Warp measurements that no row has (a JAX-only report keeps its old columns)."""
+    present = {k for r in results for k in r}
+    return [n for n in names if not n.endswith("_warp") or n in present]
 
 def paper_figures() -> dict:
     """The paper's training throughput (bench/paper_figures.yaml), as each report records it."""
@@ -623,22 +630,20 @@ def backends_summary() -> dict:
             "warp": {"available": ok, "why": why}}
 
 
-CSV_COLUMNS = [(name, field) for name, fields in (
-    ("physics", ("control_steps_per_s", "physics_steps_per_s", "compile_s")),
-    ("env", ("env_steps_per_s", "physics_steps_per_s", "compile_s")),
-    ("train", ("env_steps_per_s", "iterations_per_s", "compile_s")),
-    ("mujoco_c", ("control_steps_per_s", "physics_steps_per_s")),
-    ("physics_warp", ("control_steps_per_s", "physics_steps_per_s", "compile_s")),
-    ("env_warp", ("env_steps_per_s", "physics_steps_per_s", "compile_s")),
-    ("train_warp", ("env_steps_per_s", "iterations_per_s", "compile_s")),
-    ("memory", ("device_peak_bytes", "max_rss_bytes"))) for field in fields]
+_CSV_FIELDS = {"physics": ("control_steps_per_s", "physics_steps_per_s", "compile_s"),
+               "env": ("env_steps_per_s", "physics_steps_per_s", "compile_s"),
+               "train": ("env_steps_per_s", "iterations_per_s", "compile_s"),
+               "mujoco_c": ("control_steps_per_s", "physics_steps_per_s")}
+_CSV_FIELDS.update({f"{n}_warp": _CSV_FIELDS[n] for n in MJX_MEASUREMENTS})
+_CSV_FIELDS["memory"] = ("device_peak_bytes", "max_rss_bytes")
+CSV_COLUMNS = [(name, field) for name, fields in _CSV_FIELDS.items() for field in fields]
 
 
 def csv_rows(results: Sequence[dict]) -> list[dict]:
     """One flat row per env count: `<measurement>_<field>` columns (memory fields by their own names); a
     missing measurement leaves its columns empty, and a Warp measurement that no row has adds no columns."""
-    present = {k for r in results for k in r}
-    cols = [(n, f) for n, f in CSV_COLUMNS if not n.endswith("_warp") or n in present]
+    keep = set(shown(_CSV_FIELDS, results))
+    cols = [(n, f) for n, f in CSV_COLUMNS if n in keep]
     return [{"envs": r["envs"], **{(field if name == "memory" else f"{name}_{field}"): (r.get(name) or {}).get(field)
                                    for name, field in cols}} for r in results]
 
@@ -696,8 +701,7 @@ def format_table(report: dict) -> str:
 
     short = {"physics": "(a) physics", "env": "(b) env", "train": "(c) train", "mujoco_c": "(d) MuJoCo C",
              "physics_warp": "(a) warp", "env_warp": "(b) env warp", "train_warp": "(c) train warp"}
-    present = {k for r in report["results"] for k in r}
-    names = [n for n in RATE_KEY if not n.endswith("_warp") or n in present]
+    names = shown(RATE_KEY, report["results"])
     head = f"  {'envs':>6s} " + " ".join(f"{short[n]:>14s}" for n in names)
     lines = [f"steps/s (control steps = env steps), {report['hardware']['device_kind']} "
              f"x{report['hardware']['device_count']}, {report['profile']} profile, {report['data']} data", head]
